@@ -1,0 +1,3 @@
+from vlexport.cli import main
+
+raise SystemExit(main())

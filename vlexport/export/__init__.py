@@ -1,0 +1,1 @@
+"""Export descriptions (torch-free) and the build pipeline (torch, onnx: imported lazily)."""

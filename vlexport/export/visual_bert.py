@@ -1,0 +1,127 @@
+"""Export descriptions of the six VisualBERT heads (plain data; no torch).
+
+Axis names: batch, text (tokens), visual (regions), choices (MultipleChoice), phrases
+(RegionToPhraseAlignment), align (alignment slots per region, with image_text_alignment).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlexport.errors import ConfigError, UnknownModelError
+from vlexport.tasks import AxisRange, InputSpec, OutputSpec, TaskSpec
+
+# architecture (config.json "architectures") -> task name used on the CLI and in manifests
+TASKS = {
+    "VisualBertModel": "feature-extraction",
+    "VisualBertForPreTraining": "pretraining",
+    "VisualBertForQuestionAnswering": "question-answering",
+    "VisualBertForMultipleChoice": "multiple-choice",
+    "VisualBertForVisualReasoning": "visual-reasoning",
+    "VisualBertForRegionToPhraseAlignment": "region-to-phrase-alignment",
+}
+ARCHITECTURES = {task: arch for arch, task in TASKS.items()}
+
+
+def default_axes(config, architecture: str) -> dict[str, AxisRange]:
+    """Axis ranges from the model config; every one can be overridden (see `with_ranges`)."""
+    text_max = config.max_position_embeddings
+    axes = {
+        "batch": AxisRange(1, 1, 32),
+        "text": AxisRange(2, min(20, text_max), text_max),  # [CLS] + [SEP] at least
+        "visual": AxisRange(1, 36, 100),
+    }
+    if architecture == "VisualBertForMultipleChoice":
+        axes["batch"] = AxisRange(1, 1, 8)
+        axes["choices"] = AxisRange(1, 4, 4)
+    if architecture == "VisualBertForRegionToPhraseAlignment":
+        axes["phrases"] = AxisRange(1, 8, 32)
+    return axes
+
+
+def _lead(architecture):
+    return ("batch", "choices") if architecture == "VisualBertForMultipleChoice" else ("batch",)
+
+
+def describe(architecture: str, config, with_alignment: bool = False, axes: dict | None = None) -> TaskSpec:
+    """The TaskSpec of one VisualBERT head for this config."""
+    if architecture not in TASKS:
+        raise UnknownModelError(f"unknown VisualBERT architecture '{architecture}'; known: {sorted(TASKS)}")
+    lead = _lead(architecture)
+    ids = dict(dtype="int64")
+    inputs = [
+        InputSpec("input_ids", (*lead, "text"), low=0, high=config.vocab_size, doc="token ids", **ids),
+        InputSpec("attention_mask", (*lead, "text"), low=0, high=2, doc="1 for real tokens, 0 for padding", **ids),
+        InputSpec("token_type_ids", (*lead, "text"), low=0, high=config.type_vocab_size, doc="segment ids", **ids),
+        InputSpec("visual_embeds", (*lead, "visual", config.visual_embedding_dim), dtype="float32", doc="region features"),
+        InputSpec("visual_attention_mask", (*lead, "visual"), low=0, high=2, doc="1 for real regions", **ids),
+        InputSpec("visual_token_type_ids", (*lead, "visual"), low=0, high=config.type_vocab_size, **ids),
+    ]
+    if with_alignment:
+        inputs.append(InputSpec("image_text_alignment", (*lead, "visual", "align"), low=-1, high="text",
+                                doc="text positions aligned to each region, -1 = none", **ids))
+    if architecture == "VisualBertForRegionToPhraseAlignment":
+        inputs.append(InputSpec("region_to_phrase_position", ("batch", "phrases"), low=-1,
+                                high="text+visual",
+                                doc="sequence position of each phrase, -1 = padding", **ids))
+
+    H, V = config.hidden_size, config.vocab_size
+    outputs = {
+        "VisualBertModel": [OutputSpec("last_hidden_state", ("batch", "text_plus_visual", H)),
+                            OutputSpec("pooler_output", ("batch", H))],
+        "VisualBertForPreTraining": [OutputSpec("prediction_logits", ("batch", "text_plus_visual", V)),
+                                     OutputSpec("seq_relationship_logits", ("batch", 2))],
+        "VisualBertForQuestionAnswering": [OutputSpec("logits", ("batch", config.num_labels))],
+        "VisualBertForVisualReasoning": [OutputSpec("logits", ("batch", config.num_labels))],
+        "VisualBertForMultipleChoice": [OutputSpec("logits", ("batch", "choices"))],
+        "VisualBertForRegionToPhraseAlignment": [OutputSpec("logits", ("batch", "phrases", "visual"))],
+    }[architecture]
+
+    ranges = default_axes(config, architecture)
+    if with_alignment:
+        ranges["align"] = AxisRange(1, 2, 8)
+    for name, r in (axes or {}).items():
+        if name not in ranges:
+            raise ConfigError(f"axis '{name}' does not exist for {architecture}; its axes are {sorted(ranges)}")
+        ranges[name] = r
+    if ranges["text"].max > config.max_position_embeddings:
+        raise ConfigError(
+            f"text length up to {ranges['text'].max} was asked for, but this model's "
+            f"max_position_embeddings is {config.max_position_embeddings}"
+        )
+
+    def make_inputs(sizes: dict, rng: np.random.Generator, pad: bool = True) -> dict:
+        return _make_inputs(architecture, config, sizes, rng, pad, with_alignment)
+
+    return TaskSpec(
+        architecture=architecture, task=TASKS[architecture], inputs=inputs, outputs=outputs, axes=ranges,
+        tolerance=1e-4, make_inputs=make_inputs,
+        extra={"with_alignment": with_alignment},
+        notes="QuestionAnswering reads the token before [SEP]: text must be right-padded.",
+    )
+
+
+def _right_padded_mask(rng, shape, length, minimum):
+    """(…, length) masks of ones then zeros, real lengths drawn in [minimum, length]."""
+    real = rng.integers(minimum, length + 1, size=shape)
+    return (np.arange(length) < real[..., None]).astype(np.int64)
+
+
+def _make_inputs(architecture, config, sizes, rng, pad, with_alignment):
+    lead = (sizes["batch"], sizes["choices"]) if "choices" in sizes and architecture.endswith("MultipleChoice") else (sizes["batch"],)
+    T, Vn = sizes["text"], sizes["visual"]
+    feeds = {
+        "input_ids": rng.integers(0, config.vocab_size, size=(*lead, T), dtype=np.int64),
+        "attention_mask": _right_padded_mask(rng, lead, T, min(2, T)) if pad else np.ones((*lead, T), np.int64),
+        "token_type_ids": (rng.random((*lead, T)) < 0.3).astype(np.int64),
+        "visual_embeds": rng.standard_normal((*lead, Vn, config.visual_embedding_dim)).astype(np.float32),
+        "visual_attention_mask": _right_padded_mask(rng, lead, Vn, 1) if pad else np.ones((*lead, Vn), np.int64),
+        "visual_token_type_ids": np.ones((*lead, Vn), np.int64),
+    }
+    if with_alignment:
+        A = sizes.get("align", 2)
+        feeds["image_text_alignment"] = rng.integers(-1, T, size=(*lead, Vn, A), dtype=np.int64)
+    if architecture == "VisualBertForRegionToPhraseAlignment":
+        P = sizes["phrases"]
+        feeds["region_to_phrase_position"] = rng.integers(-1, T, size=(sizes["batch"], P), dtype=np.int64)
+    return feeds

@@ -1,0 +1,54 @@
+"""Where a model comes from: a local folder, the Hugging Face hub (through its cache), or
+vlexport's embedded defaults (public configs for `--random-weights`, and a tiny built-in model)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vlexport.errors import HubError, UnknownModelError
+
+# What a model folder may hold that vlexport uses.
+WANTED_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
+                "pytorch_model.bin.index.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                "special_tokens_map.json", "preprocessor_config.json"]
+
+
+def is_local(path_or_id: str) -> bool:
+    return Path(path_or_id).expanduser().exists() or path_or_id.startswith((".", "/", "~"))
+
+
+def resolve_model_dir(path_or_id: str, revision: str | None = None) -> Path:
+    """A local folder as is; otherwise download (or find in the HF cache) the hub repo's files.
+
+    Honours HF_HUB_OFFLINE and the HF cache. When the hub cannot be reached and nothing is
+    cached, raises HubError saying so and suggesting a local folder.
+    """
+    p = Path(path_or_id).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise UnknownModelError(f"model folder '{p}' has no config.json")
+        return p
+    if p.exists():
+        raise UnknownModelError(f"'{path_or_id}' is a file; --model expects a folder with config.json and weights")
+    if is_local(path_or_id):
+        raise UnknownModelError(f"model folder '{path_or_id}' does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import (LocalEntryNotFoundError, RepositoryNotFoundError,
+                                            RevisionNotFoundError)
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise HubError("downloading from the hub needs huggingface_hub: pip install huggingface_hub") from exc
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        return Path(snapshot_download(path_or_id, revision=revision, allow_patterns=WANTED_FILES,
+                                      local_files_only=offline, etag_timeout=10))
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise UnknownModelError(f"'{path_or_id}' is not a model on the hub (or is private): {exc}") from None
+    except (LocalEntryNotFoundError, OSError) as exc:
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        raise HubError(
+            f"cannot get '{path_or_id}': {why} and it is not in the local cache "
+            f"({type(exc).__name__}). Pass a local folder with config.json and weights "
+            f"(--model ./my-model), or build a public configuration with --random-weights."
+        ) from None

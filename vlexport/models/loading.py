@@ -1,0 +1,117 @@
+"""Reading HF checkpoints into our modules: files, key names, and strict key checks.
+
+`.bin` files are read with torch.load(weights_only=True): tensors only, no pickled code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from vlexport.errors import CheckpointError
+
+WEIGHT_FILES = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json"]
+
+
+def find_weights(folder: Path) -> list[Path]:
+    """The weight files of a model folder (several for a sharded checkpoint)."""
+    for name in WEIGHT_FILES:
+        f = folder / name
+        if f.is_file():
+            if name.endswith(".index.json"):
+                try:
+                    shards = sorted(set(json.loads(f.read_text())["weight_map"].values()))
+                except (ValueError, KeyError) as exc:
+                    raise CheckpointError(f"{f} is not a valid shard index ({exc})") from None
+                missing = [s for s in shards if not (folder / s).is_file()]
+                if missing:
+                    raise CheckpointError(f"{f} names shard files that are missing: {missing}")
+                return [folder / s for s in shards]
+            return [f]
+    raise CheckpointError(f"no weights in '{folder}': expected one of {WEIGHT_FILES}")
+
+
+def read_state_dict(folder: Path) -> dict:
+    """All tensors of a checkpoint folder, as float32/int CPU tensors."""
+    import torch
+
+    state = {}
+    for f in find_weights(Path(folder)):
+        try:
+            if f.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                part = load_file(str(f))
+            else:
+                part = torch.load(f, map_location="cpu", weights_only=True)
+                if not isinstance(part, dict):
+                    raise CheckpointError(f"{f} holds a {type(part).__name__}, not a state dict")
+        except CheckpointError:
+            raise
+        except Exception as exc:  # truncated/corrupted files surface as many exception types
+            raise CheckpointError(f"cannot read weights file {f}: {type(exc).__name__}: {exc}") from None
+        state.update(part)
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+_RENAMES = [(re.compile(r"\.gamma$"), ".weight"), (re.compile(r"\.beta$"), ".bias")]
+
+
+def normalize_keys(state: dict, expected: set[str], base_prefix: str, head_prefixes=("cls.",)) -> dict:
+    """Map checkpoint keys onto our module's keys.
+
+    Accepts: keys with or without the base prefix (`visual_bert.`), TF-style gamma/beta names,
+    and drops `position_ids` buffers. When loading the bare base model from a checkpoint with a
+    head, the head's keys are dropped (as `VisualBertModel.from_pretrained(head_checkpoint)`).
+    """
+    ours_prefixed = any(k.startswith(base_prefix) for k in expected)
+    out = {}
+    for key, value in state.items():
+        if key.endswith("position_ids"):
+            continue
+        for pattern, repl in _RENAMES:
+            key = pattern.sub(repl, key)
+        if ours_prefixed and not key.startswith(base_prefix) and base_prefix + key in expected:
+            key = base_prefix + key
+        elif not ours_prefixed and key.startswith(base_prefix):
+            key = key[len(base_prefix):]
+        elif not ours_prefixed and key.startswith(head_prefixes):
+            continue  # a head's weights, not wanted by the base model
+        out[key] = value
+    return out
+
+
+def load_into(model, state: dict, base_prefix: str, tied: dict[str, str] | None = None, source="checkpoint"):
+    """Strictly load `state` into `model`; missing/unexpected keys raise CheckpointError listing them.
+
+    tied: {our key: key it is tied to} that a checkpoint may omit (HF drops tied weights on save).
+    aliases like `cls.predictions.decoder.bias` (== `cls.predictions.bias`) are folded in first.
+    """
+    expected = set(model.state_dict().keys())
+    state = normalize_keys(state, expected, base_prefix)
+    # HF ties the decoder bias to predictions.bias; old checkpoints store both, new ones one of them.
+    alias = "cls.predictions.decoder.bias"
+    if alias in state and alias not in expected:
+        bias = state.pop(alias)
+        state.setdefault("cls.predictions.bias", bias)
+    tied = tied or {}
+    missing = sorted(k for k in expected - state.keys() if k not in tied)
+    unexpected = sorted(state.keys() - expected)
+    if missing or unexpected:
+        def show(keys):
+            return ", ".join(keys[:12]) + (f" ... ({len(keys)} in all)" if len(keys) > 12 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {show(unexpected)}")
+        raise CheckpointError(f"{source} does not match {type(model).__name__}: " + "; ".join(parts))
+    own = model.state_dict()
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(f"{source}: '{key}' has shape {tuple(value.shape)}, the config implies "
+                                  f"{tuple(own[key].shape)}")
+    model.load_state_dict(state, strict=False)  # strictness checked above; tied keys may be absent
+    return model

@@ -1,0 +1,458 @@
+"""VisualBERT (Li et al., 2019) in plain PyTorch, written for export.
+
+Reads top to bottom: config -> embeddings -> encoder -> pooler -> the six heads. Module and
+parameter names mirror HF `transformers` so public checkpoints load by their state-dict keys.
+
+Export-friendly choices (all numerically equal to HF in fp32):
+- no Python control flow on tensor values; every op works for dynamic batch/text/visual sizes;
+- the additive attention mask uses -10000 (finite in fp16) instead of finfo(float32).min, which
+  becomes -inf in fp16 and gives NaN on fully masked rows;
+- input checks run in eager mode only (they are skipped while tracing/exporting).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlexport.errors import ConfigError, InputError
+from vlexport.outputs import ModelOutput
+from vlexport.tasks import check_inputs
+
+MASK_VALUE = -10000.0  # additive mask for padded keys: exp(-1e4) == 0 in fp32 and fp16 alike
+
+
+@dataclass
+class VisualBertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    visual_embedding_dim: int = 512
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    bypass_transformer: bool = False
+    tie_word_embeddings: bool = True
+    id2label: dict | None = None
+    architectures: list | None = None
+    num_labels: int = 2
+    extra: dict = field(default_factory=dict)  # every other config.json key, kept for round trips
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VisualBertConfig":
+        names = {f.name for f in fields(cls)} - {"extra"}
+        kw = {k: v for k, v in d.items() if k in names}
+        if kw.get("id2label"):
+            kw["id2label"] = {int(k): v for k, v in kw["id2label"].items()}
+            kw["num_labels"] = len(kw["id2label"])
+        cfg = cls(**kw, extra={k: v for k, v in d.items() if k not in names})
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_json_file(cls, path) -> "VisualBertConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        d = {**self.extra, **{k: v for k, v in d.items() if v is not None}, "model_type": "visual_bert"}
+        if self.id2label:
+            d["id2label"] = {str(k): v for k, v in self.id2label.items()}
+            d["label2id"] = {v: k for k, v in self.id2label.items()}
+        return d
+
+    def validate(self):
+        if self.bypass_transformer:
+            # HF's bypass path indexes the extended mask with a size-1 axis and raises; no public
+            # checkpoint uses it, so there is nothing to match. Refuse rather than guess.
+            raise ConfigError("bypass_transformer=True is not supported: transformers' implementation of it "
+                              "fails at run time and no public VisualBERT checkpoint uses it")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"hidden_size {self.hidden_size} is not a multiple of "
+                              f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ConfigError(f"hidden_act '{self.hidden_act}' is not supported; known: {sorted(_ACTIVATIONS)}")
+
+
+_ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),  # exact (erf) GELU, as HF's "gelu"
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+class VisualBertEmbeddings(nn.Module):
+    def __init__(self, c: VisualBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.visual_token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        self.visual_position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
+        self.visual_projection = nn.Linear(c.visual_embedding_dim, c.hidden_size)
+
+    def forward(self, input_ids, token_type_ids, visual_embeds, visual_token_type_ids, image_text_alignment=None):
+        # input_ids (B, T), visual_embeds (B, V, Dv) -> (B, T+V, H)
+        T = input_ids.shape[1]
+        positions = torch.arange(T, device=input_ids.device)
+        text = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+                + self.position_embeddings(positions))
+
+        # Without alignment every region sits at visual position 0, so the region count is unbounded.
+        visual_position = self.visual_position_embeddings.weight[0]  # (H,)
+        if image_text_alignment is not None:
+            # (B, V, A) text positions per region, -1 = none: mean of those text position embeddings.
+            valid = (image_text_alignment != -1)
+            aligned = self.position_embeddings(image_text_alignment.clamp(min=0))  # (B, V, A, H)
+            aligned = (aligned * valid.unsqueeze(-1).to(aligned.dtype)).sum(2)  # (B, V, H)
+            count = valid.sum(2).clamp(min=1).unsqueeze(-1).to(aligned.dtype)  # (B, V, 1)
+            visual_position = aligned / count + visual_position
+        visual = (self.visual_projection(visual_embeds) + visual_position
+                  + self.visual_token_type_embeddings(visual_token_type_ids))
+        return self.LayerNorm(torch.cat([text, visual], dim=1))
+
+
+# ----------------------------------------------------------------------------- encoder (post-LN BERT)
+
+class VisualBertSelfAttention(nn.Module):
+    def __init__(self, c: VisualBertConfig):
+        super().__init__()
+        self.num_heads = c.num_attention_heads
+        self.head_size = c.hidden_size // c.num_attention_heads
+        self.query = nn.Linear(c.hidden_size, c.hidden_size)
+        self.key = nn.Linear(c.hidden_size, c.hidden_size)
+        self.value = nn.Linear(c.hidden_size, c.hidden_size)
+
+    def forward(self, x, additive_mask):
+        B, S, H = x.shape
+
+        def heads(t):  # (B, S, H) -> (B, nh, S, hs)
+            return t.view(B, S, self.num_heads, self.head_size).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size) + additive_mask  # (B, nh, S, S)
+        context = torch.matmul(scores.softmax(dim=-1), v)  # (B, nh, S, hs)
+        return context.transpose(1, 2).reshape(B, S, H)
+
+
+class VisualBertSelfOutput(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+
+    def forward(self, h, residual):
+        return self.LayerNorm(self.dense(h) + residual)
+
+
+class VisualBertAttention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.self = VisualBertSelfAttention(c)
+        self.output = VisualBertSelfOutput(c)
+
+    def forward(self, x, additive_mask):
+        return self.output(self.self(x, additive_mask), x)
+
+
+class VisualBertIntermediate(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
+        self.act = _ACTIVATIONS[c.hidden_act]
+
+    def forward(self, h):
+        return self.act(self.dense(h))
+
+
+class VisualBertOutput(VisualBertSelfOutput):
+    def __init__(self, c):
+        nn.Module.__init__(self)
+        self.dense = nn.Linear(c.intermediate_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+
+
+class VisualBertLayer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.attention = VisualBertAttention(c)
+        self.intermediate = VisualBertIntermediate(c)
+        self.output = VisualBertOutput(c)
+
+    def forward(self, x, additive_mask):
+        a = self.attention(x, additive_mask)
+        return self.output(self.intermediate(a), a)
+
+
+class VisualBertEncoder(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.layer = nn.ModuleList(VisualBertLayer(c) for _ in range(c.num_hidden_layers))
+
+    def forward(self, x, additive_mask):
+        for layer in self.layer:
+            x = layer(x, additive_mask)
+        return x
+
+
+class VisualBertPooler(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+
+    def forward(self, h):
+        return torch.tanh(self.dense(h[:, 0]))  # the [CLS] token
+
+
+# ----------------------------------------------------------------------------- base model
+
+class _Pretrained:
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, random_weights: bool = False, revision: str | None = None):
+        """Load from a local folder or hub id (weights by HF state-dict keys), as this class."""
+        from vlexport.models.factory import from_pretrained
+
+        return from_pretrained(path_or_id, architecture=cls.__name__, random_weights=random_weights,
+                               revision=revision).model
+
+
+def _check(model, feeds: dict):
+    """Eager-mode input checks against the task description (skipped while exporting)."""
+    if _exporting():
+        return
+    from vlexport.export.visual_bert import describe
+
+    spec = describe(type(model).__name__, model.config, with_alignment="image_text_alignment" in feeds)
+    # Like HF, the masks and segment ids may be omitted; QA needs attention_mask (see its forward).
+    optional = {"attention_mask", "token_type_ids", "visual_attention_mask", "visual_token_type_ids"}
+    specs = [replace(s, required=False) if s.name in optional else s for s in spec.inputs]
+    sizes = check_inputs(specs, feeds)
+    if sizes.get("text", 0) > model.config.max_position_embeddings:
+        raise InputError(f"input 'input_ids' has {sizes['text']} tokens; this model's "
+                         f"max_position_embeddings is {model.config.max_position_embeddings}")
+
+
+class VisualBertModel(_Pretrained, nn.Module):
+    def __init__(self, config: VisualBertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.embeddings = VisualBertEmbeddings(config)
+        self.encoder = VisualBertEncoder(config)
+        self.pooler = VisualBertPooler(config) if add_pooling_layer else None
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
+                visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, **_):
+        if type(self) is VisualBertModel:
+            _check(self, _feeds(locals()))
+        if visual_embeds is None:
+            raise InputError("missing input 'visual_embeds' (B, regions, visual_embedding_dim)")
+        text_shape, visual_shape = input_ids.shape, visual_embeds.shape[:-1]
+        dev = input_ids.device
+        if attention_mask is None:
+            attention_mask = torch.ones(text_shape, dtype=torch.long, device=dev)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(text_shape, dtype=torch.long, device=dev)
+        if visual_attention_mask is None:
+            visual_attention_mask = torch.ones(visual_shape, dtype=torch.long, device=dev)
+        if visual_token_type_ids is None:
+            visual_token_type_ids = torch.ones(visual_shape, dtype=torch.long, device=dev)  # HF default: 1
+
+        h = self.embeddings(input_ids, token_type_ids, visual_embeds, visual_token_type_ids, image_text_alignment)
+        keep = torch.cat([attention_mask, visual_attention_mask], dim=1).to(h.dtype)  # (B, T+V)
+        additive_mask = ((1.0 - keep) * MASK_VALUE)[:, None, None, :]  # (B, 1, 1, T+V)
+        h = self.encoder(h, additive_mask)  # (B, T+V, H)
+        pooled = self.pooler(h) if self.pooler is not None else None
+        return ModelOutput(last_hidden_state=h, pooler_output=pooled)
+
+
+def _feeds(local_vars: dict) -> dict:
+    names = ("input_ids", "attention_mask", "token_type_ids", "visual_embeds", "visual_attention_mask",
+             "visual_token_type_ids", "image_text_alignment", "region_to_phrase_position")
+    return {k: local_vars[k] for k in names if local_vars.get(k) is not None}
+
+
+class _WithBase(_Pretrained, nn.Module):
+    """A head on top of `self.visual_bert` (the HF base-model prefix)."""
+
+    def __init__(self, config: VisualBertConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.visual_bert = VisualBertModel(config)
+
+
+# ----------------------------------------------------------------------------- heads
+
+class VisualBertPredictionHeadTransform(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+        self.act = _ACTIVATIONS[c.hidden_act]
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+
+    def forward(self, h):
+        return self.LayerNorm(self.act(self.dense(h)))
+
+
+class VisualBertLMPredictionHead(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.transform = VisualBertPredictionHeadTransform(c)
+        self.decoder = nn.Linear(c.hidden_size, c.vocab_size, bias=False)  # tied to word embeddings
+        self.bias = nn.Parameter(torch.zeros(c.vocab_size))
+
+    def forward(self, h):
+        return self.decoder(self.transform(h)) + self.bias
+
+
+class VisualBertPreTrainingHeads(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.predictions = VisualBertLMPredictionHead(c)
+        self.seq_relationship = nn.Linear(c.hidden_size, 2)
+
+
+class VisualBertForPreTraining(_WithBase):
+    """Masked-LM logits over all T+V positions, and image-text match logits from the pooler."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.cls = VisualBertPreTrainingHeads(config)
+        if config.tie_word_embeddings:
+            self.cls.predictions.decoder.weight = self.visual_bert.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
+                visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, **_):
+        _check(self, _feeds(locals()))
+        out = self.visual_bert(input_ids, attention_mask, token_type_ids, visual_embeds, visual_attention_mask,
+                               visual_token_type_ids, image_text_alignment)
+        return ModelOutput(prediction_logits=self.cls.predictions(out.last_hidden_state),  # (B, T+V, vocab)
+                           seq_relationship_logits=self.cls.seq_relationship(out.pooler_output))  # (B, 2)
+
+
+class VisualBertForQuestionAnswering(_WithBase):
+    """VQA: a linear layer on the hidden state of the token before [SEP] (the pooler is unused)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.cls = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
+                visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, **_):
+        if attention_mask is None:
+            raise InputError("input 'attention_mask' is required for question answering: the answer is read "
+                             "at the token before [SEP], found from the mask (right padding assumed)")
+        _check(self, _feeds(locals()))
+        out = self.visual_bert(input_ids, attention_mask, token_type_ids, visual_embeds, visual_attention_mask,
+                               visual_token_type_ids, image_text_alignment)
+        h = out.last_hidden_state  # (B, T+V, H)
+        index = (attention_mask.long().sum(1) - 2).clamp(min=0)  # (B,), as in the original code
+        picked = torch.gather(h, 1, index[:, None, None].expand(-1, 1, h.shape[-1]))  # (B, 1, H)
+        return ModelOutput(logits=self.cls(picked[:, 0]))  # (B, labels); log-softmax only with labels in HF
+
+
+class VisualBertForVisualReasoning(_WithBase):
+    """NLVR2: a linear layer on the pooler output."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.cls = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
+                visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, **_):
+        _check(self, _feeds(locals()))
+        out = self.visual_bert(input_ids, attention_mask, token_type_ids, visual_embeds, visual_attention_mask,
+                               visual_token_type_ids, image_text_alignment)
+        return ModelOutput(logits=self.cls(out.pooler_output))
+
+
+class VisualBertForMultipleChoice(_WithBase):
+    """VCR: inputs (B, C, ...) are folded to (B*C, ...), one score per choice, unfolded to (B, C)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.cls = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
+                visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, **_):
+        _check(self, _feeds(locals()))
+        C = input_ids.shape[1]
+
+        def fold(t, keep):  # (B, C, *rest) -> (B*C, *rest)
+            return None if t is None else t.reshape(-1, *t.shape[2:2 + keep])
+
+        out = self.visual_bert(fold(input_ids, 1), fold(attention_mask, 1), fold(token_type_ids, 1),
+                               fold(visual_embeds, 2), fold(visual_attention_mask, 1),
+                               fold(visual_token_type_ids, 1), fold(image_text_alignment, 2))
+        return ModelOutput(logits=self.cls(out.pooler_output).reshape(-1, C))  # (B, C)
+
+
+class VisualBertRegionToPhraseAttention(nn.Module):
+    """Single-head attention logits from phrases (queries) to regions (keys); `value` is unused."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.head_size = c.hidden_size // c.num_attention_heads
+        self.query = nn.Linear(c.hidden_size, self.head_size)
+        self.key = nn.Linear(c.hidden_size, self.head_size)
+        self.value = nn.Linear(c.hidden_size, self.head_size)
+
+    def forward(self, query, key, visual_attention_mask):
+        # query (B, P, H), key (B, V, H) -> logits (B, P, V)
+        scores = torch.matmul(self.query(query), self.key(key).transpose(-1, -2)) / math.sqrt(self.head_size)
+        # HF adds finfo(float32).min to masked regions: these are output logits (no softmax follows),
+        # so we keep HF's values exactly; fp16 graphs keep this last Add in fp32.
+        return scores + (1.0 - visual_attention_mask.to(scores.dtype))[:, None, :] * torch.finfo(torch.float32).min
+
+
+class VisualBertForRegionToPhraseAlignment(_WithBase):
+    """Flickr30k entities: for each phrase position, logits over the regions."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.cls = VisualBertPreTrainingHeads(config)  # kept for checkpoint compatibility; unused
+        self.attention = VisualBertRegionToPhraseAttention(config)
+        if config.tie_word_embeddings:
+            self.cls.predictions.decoder.weight = self.visual_bert.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
+                visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None,
+                region_to_phrase_position=None, **_):
+        if region_to_phrase_position is None:
+            raise InputError("input 'region_to_phrase_position' (B, phrases) is required for region-to-phrase "
+                             "alignment")
+        _check(self, _feeds(locals()))
+        if visual_attention_mask is None:
+            visual_attention_mask = torch.ones(visual_embeds.shape[:2], dtype=torch.long, device=visual_embeds.device)
+        out = self.visual_bert(input_ids, attention_mask, token_type_ids, visual_embeds, visual_attention_mask,
+                               visual_token_type_ids, image_text_alignment)
+        h = out.last_hidden_state  # (B, T+V, H)
+        pos = region_to_phrase_position.clamp(min=0)  # -1 -> 0, as HF
+        phrases = torch.gather(h, 1, pos[:, :, None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
+        regions = h[:, input_ids.shape[1]:]  # (B, V, H)
+        return ModelOutput(logits=self.attention(phrases, regions, visual_attention_mask))  # (B, P, V)
+
+
+ARCHITECTURES = {
+    cls.__name__: cls
+    for cls in (VisualBertModel, VisualBertForPreTraining, VisualBertForQuestionAnswering,
+                VisualBertForMultipleChoice, VisualBertForVisualReasoning, VisualBertForRegionToPhraseAlignment)
+}

@@ -1,0 +1,1 @@
+"""The thin runtime: HF-style models on ONNX Runtime or TensorRT. numpy or DLPack in, no torch."""
