@@ -8,7 +8,10 @@ HF_CLASSES = ["VisualBertModel", "VisualBertForPreTraining", "VisualBertForQuest
               "VisualBertForMultipleChoice", "VisualBertForVisualReasoning", "VisualBertForRegionToPhraseAlignment"]
 
 SMALL = dict(vocab_size=99, hidden_size=32, visual_embedding_dim=12, num_hidden_layers=2, num_attention_heads=4,
-             intermediate_size=37, max_position_embeddings=40, num_labels=5)
+             intermediate_size=37, max_position_embeddings=40, num_labels=5,
+             # 10x BERT's 0.02: outputs of order 1 that every input and weight visibly moves (at 0.02 the
+             # multiple-choice logits change by ~1e-6 when visual token types flip: below any tolerance)
+             initializer_range=0.2)
 
 
 def perturb_(model, seed=0):
@@ -48,3 +51,85 @@ def _accepts_safe(model):
     import inspect
 
     return "safe_serialization" in inspect.signature(model.save_pretrained).parameters
+
+
+# ----------------------------------------------------------------------------- running and comparing
+
+# every output field HF and we may both have
+OUTPUT_FIELDS = ("last_hidden_state", "pooler_output", "logits", "prediction_logits", "seq_relationship_logits")
+
+
+def to_torch(feeds: dict) -> dict:
+    """numpy feeds (TaskSpec.make_inputs) -> torch tensors."""
+    return {k: torch.from_numpy(v) for k, v in feeds.items()}
+
+
+def run_hf(model, feeds: dict) -> dict:
+    """HF outputs as {field: tensor} for the fields in OUTPUT_FIELDS."""
+    with torch.no_grad():
+        out = model(**to_torch(feeds), return_dict=True)
+    return {k: out[k] for k in OUTPUT_FIELDS if k in out and out[k] is not None}
+
+
+def run_ours(model, feeds: dict) -> dict:
+    with torch.no_grad():
+        out = model(**to_torch(feeds))
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def assert_same_outputs(ours: dict, theirs: dict, atol: float = 1e-5, what: str = ""):
+    """Every field both have is equal within atol; at least one field is compared."""
+    common = [k for k in OUTPUT_FIELDS if k in ours and k in theirs]
+    assert common, f"{what}: no common output fields (ours {sorted(ours)}, HF {sorted(theirs)})"
+    for k in common:
+        a, b = ours[k], theirs[k]
+        assert tuple(a.shape) == tuple(b.shape), f"{what} {k}: shape {tuple(a.shape)} vs HF {tuple(b.shape)}"
+        assert a.dtype == b.dtype, f"{what} {k}: dtype {a.dtype} vs HF {b.dtype}"
+        assert torch.isfinite(b).any(), f"{what} {k}: HF output has no finite value"
+        # R2P masks regions with finfo(float32).min: both sides must hold exactly that value there
+        finite = torch.isfinite(a) & (a.abs() < 1e30)
+        assert torch.equal(finite, torch.isfinite(b) & (b.abs() < 1e30)), f"{what} {k}: masked positions differ"
+        assert torch.equal(a[~finite], b[~finite]), f"{what} {k}: masked values differ"
+        diff = (a[finite] - b[finite]).abs().max().item() if finite.any() else 0.0
+        assert diff <= atol, f"{what} {k}: max abs diff {diff:.3g} > {atol}"
+    return common
+
+
+# ----------------------------------------------------------------------------- checkpoint layouts
+
+def write_sharded_bin(state: dict, folder, n_shards: int = 3):
+    """A classic sharded `.bin` checkpoint: pytorch_model-0000i-of-0000n.bin + pytorch_model.bin.index.json."""
+    import json
+    import os
+
+    keys = list(state)
+    per = -(-len(keys) // n_shards)
+    weight_map = {}
+    for i in range(n_shards):
+        name = f"pytorch_model-{i + 1:05d}-of-{n_shards:05d}.bin"
+        part = {k: state[k].contiguous() for k in keys[i * per:(i + 1) * per]}
+        torch.save(part, os.path.join(folder, name))
+        weight_map.update({k: name for k in part})
+    index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in state.values())},
+             "weight_map": weight_map}
+    with open(os.path.join(folder, "pytorch_model.bin.index.json"), "w") as f:
+        json.dump(index, f)
+    return folder
+
+
+def write_checkpoint(folder, config: dict, state: dict, safe: bool = True):
+    """A model folder from a config dict and a state dict (for hand-edited checkpoints)."""
+    import json
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+    state = {k: v.detach().clone().contiguous() for k, v in state.items()}  # no shared storage (safetensors)
+    if safe:
+        from safetensors.torch import save_file
+
+        save_file(state, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    else:
+        torch.save(state, os.path.join(folder, "pytorch_model.bin"))
+    return folder

@@ -56,6 +56,7 @@ def staging_dir(final: Path, overwrite: bool = True):
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
     try:
         yield tmp
+        _publish_modes(tmp)
         if final.exists():
             trash = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, trash)
@@ -66,6 +67,15 @@ def staging_dir(final: Path, overwrite: bool = True):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _publish_modes(folder: Path):
+    """mkdtemp/mkstemp create owner-only entries; an artifact is meant to be shared (umask applies)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.rglob("*"):
+        f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
 
 
 def spec_to_json(spec) -> dict:

@@ -1,0 +1,77 @@
+"""`vlexport bench MODEL_OR_ARTIFACT`: wire with `add_arguments(subparser)` and `run(args) -> int`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vlexport.bench.harness import ALL_BACKENDS, BASE_SIZES
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("model", metavar="MODEL_OR_ARTIFACT",
+                   help="a built artifact folder, or a model id / folder (built into a temporary folder first)")
+    p.add_argument("--random-weights", action="store_true", help="with a model id: random weights, full-size config")
+    p.add_argument("--backends", default=",".join(ALL_BACKENDS),
+                   help=f"comma-separated, from {','.join(ALL_BACKENDS)} (default: all; unavailable ones are skipped "
+                        f"with the reason)")
+    p.add_argument("--batch", type=_ints, default=[BASE_SIZES["batch"]], help="batch sizes to sweep, e.g. 1,2,4,8,16,32")
+    p.add_argument("--text", type=_ints, default=[BASE_SIZES["text"]], help="text lengths to sweep, e.g. 8,20,40")
+    p.add_argument("--visual", type=_ints, default=[BASE_SIZES["visual"]], help="region counts to sweep, e.g. 10,36,100")
+    p.add_argument("--grid", action="store_true", help="the cartesian product of the sweeps (default: one axis at a time "
+                                                       "around the first value of each)")
+    p.add_argument("--iters", type=int, default=20, help="timed iterations per point (default 20)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads (default 2)")
+    p.add_argument("--parity-samples", type=int, default=32, help="random samples for parity (default 32)")
+    p.add_argument("--no-gemm-peak", action="store_true", help="skip measuring the machine's fp32 GEMM peak")
+    p.add_argument("--no-wrapper-overhead", action="store_true")
+    p.add_argument("--no-pad", action="store_true", help="unpadded inputs (default: random right padding)")
+    p.add_argument("--out", type=Path, default=None, help="folder for bench.json, bench.md and PNG plots")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def options_from_args(args):
+    from vlexport.bench.harness import BenchOptions
+
+    base = {"batch": args.batch[0], "text": args.text[0], "visual": args.visual[0]}
+    sweep = {k: v for k, v in (("batch", args.batch), ("text", args.text), ("visual", args.visual)) if len(v) > 1}
+    return BenchOptions(model=args.model, backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
+                        base=base, sweep=sweep, grid=args.grid, warmup=args.warmup, iters=args.iters,
+                        threads=args.threads, random_weights=args.random_weights, seed=args.seed, pad=not args.no_pad,
+                        parity_samples=args.parity_samples, wrapper_iters=0 if args.no_wrapper_overhead else 40,
+                        gemm_peak=not args.no_gemm_peak, progress=not args.quiet)
+
+
+def run(args) -> int:
+    from vlexport.bench import report
+    from vlexport.bench.harness import run_benchmark
+
+    result = run_benchmark(options_from_args(args))
+    report.print_report(result)
+    if args.out:
+        files = report.write_all(result, args.out, plots=not args.no_plots)
+        from rich.console import Console
+
+        Console(stderr=True).print("wrote " + ", ".join(str(f) for v in files.values()
+                                                       for f in (v if isinstance(v, list) else [v])), highlight=False)
+    return 0
+
+
+def main(argv=None) -> int:  # `python -m vlexport.bench.cli` until the main CLI wires `bench`
+    p = add_arguments(argparse.ArgumentParser(prog="vlexport bench", description=__doc__))
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,510 @@
+"""The benchmark runner: every backend in ONE process, on IDENTICAL inputs, interleaved.
+
+    from vlexport.bench import BenchOptions, run_benchmark
+    result = run_benchmark(BenchOptions("engines/visualbert-vqa", sweep={"batch": [1, 8, 32]}))
+
+Backends (each skipped with a reason when it cannot run here):
+    transformers   HF `transformers` eager, our weights loaded into it (the usual baseline)
+    torch          our PyTorch reference model (the parity reference for every other backend)
+    ort-fp32 / ort-fp16 / ort-int8   the artifact's ONNX graphs through `vlexport.load` (ONNX Runtime)
+    tensorrt-fp16  the artifact's TensorRT engine (needs TensorRT, a GPU and an engine)
+
+Method: for each size point the same numpy feeds go to every backend; after warm-up, every
+iteration calls all backends once in a rotating order (round robin), so machine drift (thermal,
+other processes, noisy neighbours) hits all of them alike. Latency p50/p90/p99, throughput,
+achieved GFLOP/s (2 x MACs of all Linear and attention matmuls, from the config and the sizes) and
+its fraction of this machine's measured GEMM peak; load time, first-call time and RSS growth per
+backend; parity per output against the torch reference, at every point and on a separate set of
+random inputs. Wrapper overhead: `model(**feeds)` against `model.backend.session.run(None, feeds)`
+on the same ORT session, interleaved.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vlexport.bench import stats
+
+ALL_BACKENDS = ("transformers", "torch", "ort-fp32", "ort-fp16", "ort-int8", "tensorrt-fp16")
+REFERENCE = "torch"
+BASELINE = "transformers"
+BASE_SIZES = {"batch": 1, "text": 20, "visual": 36}
+
+
+@dataclass
+class BenchOptions:
+    model: str  # artifact folder, or a model id (built into a temporary folder)
+    backends: tuple = ALL_BACKENDS
+    base: dict = field(default_factory=lambda: dict(BASE_SIZES))
+    sweep: dict = field(default_factory=dict)  # axis -> sizes, each varied around `base`
+    grid: bool = False  # True: the cartesian product of the sweep instead of one axis at a time
+    warmup: int = 3
+    iters: int = 20
+    max_point_seconds: float | None = None  # stop a point's timed loop early (>= min_iters done) past this
+    min_iters: int = 3
+    threads: int = 2
+    random_weights: bool = False
+    build_kwargs: dict = field(default_factory=dict)  # extra keyword arguments for build()
+    seed: int = 0
+    pad: bool = True  # random right padding of text and regions, as in real batches
+    parity_samples: int = 32  # extra random samples for parity (0: only the benchmark points)
+    wrapper_iters: int = 40  # 0: skip the wrapper-overhead measurement
+    gemm_peak: bool = True
+    progress: bool = True
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+def expand_sweep(base: dict, sweep: dict | None = None, grid: bool = False) -> list[dict]:
+    """Size points: `base`, then each axis of `sweep` varied alone (others at base), in order,
+    without duplicates. grid=True: the full cartesian product instead."""
+    base = dict(base)
+    sweep = {k: list(v) for k, v in (sweep or {}).items() if v}
+    points = []
+    if grid and sweep:
+        import itertools
+
+        keys = list(sweep)
+        for combo in itertools.product(*(sweep[k] for k in keys)):
+            points.append({**base, **dict(zip(keys, (int(c) for c in combo)))})
+    else:
+        points.append(dict(base))
+        for axis, values in sweep.items():
+            for v in values:
+                points.append({**base, axis: int(v)})
+    seen, out = set(), []
+    for p in points:
+        key = tuple(sorted(p.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def varied_axis(point: dict, base: dict) -> list[str]:
+    return [k for k in point if point[k] != base.get(k)]
+
+
+# ------------------------------------------------------------------------------------------ memory
+def _rss() -> int:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+    except ImportError:
+        return 0
+
+
+class PeakRSS:
+    """Samples this process's RSS every `interval` s while active; .peak - .start = growth."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.start = self.peak = self.end = 0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        gc.collect()
+        self.start = self.peak = _rss()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, _rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.end = _rss()
+        self.peak = max(self.peak, self.end)
+
+    @property
+    def delta_mb(self):
+        return (self.end - self.start) / 2**20
+
+    @property
+    def peak_delta_mb(self):
+        return (self.peak - self.start) / 2**20
+
+
+# ----------------------------------------------------------------------------------------- runners
+class Skip(Exception):
+    """A backend that cannot run here; the message says why."""
+
+
+class Runner:
+    """One backend: load() once, then call(feeds) -> {output name: numpy array}."""
+
+    name = "?"
+
+    def __init__(self, ctx: "Context"):
+        self.ctx = ctx
+
+    def load(self):
+        raise NotImplementedError
+
+    def call(self, feeds: dict) -> dict:
+        raise NotImplementedError
+
+
+class TorchRunner(Runner):
+    """Our PyTorch reference model, called directly (torch tensors from the numpy feeds)."""
+
+    name = "torch"
+
+    def load(self):
+        import torch
+
+        self.torch = torch
+        self.model = self.ctx.reference_module()
+
+    def call(self, feeds):
+        t = self.torch
+        with t.inference_mode():
+            out = self.model(**{k: t.from_numpy(v) for k, v in feeds.items()})
+        return {k: v.numpy() for k, v in out.items() if v is not None}
+
+
+class TransformersRunner(TorchRunner):
+    """HF transformers eager with our weights (keys match HF's; missing keys must be none)."""
+
+    name = "transformers"
+
+    def load(self):
+        from vlexport._deps import available
+
+        if not available("transformers"):
+            raise Skip("transformers is not installed (pip install transformers)")
+        import torch
+        import transformers
+
+        self.torch = torch
+        arch = self.ctx.architecture
+        cls = getattr(transformers, arch, None)
+        if cls is None:
+            raise Skip(f"transformers {transformers.__version__} has no {arch}")
+        cfg = dict(self.ctx.config_dict)
+        cfg.pop("architectures", None)
+        hf_cfg = transformers.VisualBertConfig(**{k: v for k, v in cfg.items() if k != "extra"})
+        ours = self.ctx.reference_module()
+        self.model = cls(hf_cfg).eval()
+        res = self.model.load_state_dict(ours.state_dict(), strict=False)
+        missing = [k for k in res.missing_keys if not k.endswith("position_ids")]
+        if missing:
+            raise Skip(f"our state dict lacks HF keys {missing[:5]} (mismatched architecture)")
+        self.keys_unexpected = list(res.unexpected_keys)
+
+    def call(self, feeds):
+        t = self.torch
+        with t.inference_mode():
+            out = self.model(**{k: t.from_numpy(v) for k, v in feeds.items()}, return_dict=True)
+        names = [o for o in self.ctx.output_names if getattr(out, o, None) is not None]
+        return {k: getattr(out, k).numpy() for k in names}
+
+
+class RuntimeRunner(Runner):
+    """vlexport.load(artifact, backend, precision): the user-facing runtime, wrapper included."""
+
+    def __init__(self, ctx, name, backend, precision):
+        super().__init__(ctx)
+        self.name, self.backend, self.precision = name, backend, precision
+
+    def load(self):
+        from vlexport.errors import VlexportError
+
+        art = self.ctx.artifact
+        kind = "engines" if self.backend == "tensorrt" else "graphs"
+        if self.precision not in art.manifest.get(kind, {}):
+            what = "TensorRT engine" if kind == "engines" else "graph"
+            hint = {"fp16": " (build with --fp16)", "int8": " (build with --int8)"}.get(self.precision, "")
+            if self.backend == "tensorrt":
+                hint = f" ({art.manifest.get('engine_skipped') or 'build with --fp16 on a machine with TensorRT and a GPU'})"
+            raise Skip(f"the artifact has no {self.precision} {what}{hint}")
+        if self.backend == "tensorrt":
+            from vlexport.runtime.backends import backend_class
+
+            ok, why = backend_class("tensorrt").availability()
+            if not ok:
+                raise Skip(f"TensorRT backend unavailable: {why}")
+        import vlexport
+
+        try:
+            opts = {"intra_op_num_threads": self.ctx.threads} if self.backend == "onnxruntime" else {}
+            self.model = vlexport.load(art.path, backend=self.backend, precision=self.precision, **opts)
+        except (VlexportError, ImportError) as exc:
+            raise Skip(f"{type(exc).__name__}: {exc}") from None
+
+    def call(self, feeds):
+        return dict(self.model(**feeds))
+
+
+def make_runners(ctx, names) -> list[Runner]:
+    table = {"transformers": lambda: TransformersRunner(ctx), "torch": lambda: TorchRunner(ctx),
+             "ort-fp32": lambda: RuntimeRunner(ctx, "ort-fp32", "onnxruntime", "fp32"),
+             "ort-fp16": lambda: RuntimeRunner(ctx, "ort-fp16", "onnxruntime", "fp16"),
+             "ort-int8": lambda: RuntimeRunner(ctx, "ort-int8", "onnxruntime", "int8"),
+             "tensorrt-fp16": lambda: RuntimeRunner(ctx, "tensorrt-fp16", "tensorrt", "fp16")}
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        from vlexport.errors import ConfigError
+
+        raise ConfigError(f"unknown benchmark backend(s) {unknown}; choose from {list(table)}")
+    return [table[n]() for n in names]
+
+
+# ----------------------------------------------------------------------------------------- context
+class Context:
+    """The artifact, its task description, and the reference model (built once, shared)."""
+
+    def __init__(self, artifact_path: Path, threads: int):
+        from vlexport.artifact import Artifact
+        from vlexport.export.visual_bert import describe
+        from vlexport.models.visual_bert import VisualBertConfig
+
+        self.artifact = Artifact(artifact_path)
+        self.threads = threads
+        self.architecture = self.artifact.architecture
+        self.config_dict = self.artifact.config
+        self.config = VisualBertConfig.from_dict(self.config_dict)
+        axes = self.artifact.axes
+        self.spec = describe(self.architecture, self.config,
+                             with_alignment="image_text_alignment" in [i.name for i in self.artifact.inputs],
+                             axes={k: v for k, v in axes.items() if k in ("batch", "text", "visual", "choices",
+                                                                           "phrases", "align")})
+        self.output_names = [o.name for o in self.artifact.outputs]
+        self._reference = None
+
+    def reference_module(self):
+        """Our torch model with the artifact's weights (rebuilt from the manifest's source)."""
+        if self._reference is None:
+            from vlexport.runtime.backends.torch import TorchBackend
+
+            self._reference = TorchBackend(self.artifact, intra_op_num_threads=self.threads).model.eval()
+        return self._reference
+
+
+def resolve_artifact(opts: BenchOptions, workdir: Path) -> tuple[Path, dict]:
+    """An artifact folder as given, or a fresh build of a model id into `workdir`."""
+    p = Path(opts.model)
+    if (p / "manifest.json").is_file():
+        return p, {"built": False}
+    try:
+        from vlexport.export.build import build
+    except ImportError as exc:
+        from vlexport.errors import MissingDependencyError
+
+        raise MissingDependencyError(f"benchmarking a model id needs the build pipeline ({exc}); "
+                                     f"pass an artifact folder instead") from None
+    wants = set(opts.backends)
+    kw = dict(random_weights=opts.random_weights, fp16="ort-fp16" in wants or "tensorrt-fp16" in wants,
+              int8="ort-int8" in wants, progress=opts.progress, threads=opts.threads)
+    kw.update(opts.build_kwargs)
+    t = time.perf_counter()
+    out = build(opts.model, workdir / "artifact", **kw)
+    return Path(out), {"built": True, "build_seconds": round(time.perf_counter() - t, 1),
+                       "build_options": {k: v for k, v in kw.items() if k != "progress"}}
+
+
+# ------------------------------------------------------------------------------------------- timing
+def _interleaved(calls: dict, feeds: dict, iters: int, budget_s: float | None = None,
+                 min_iters: int = 3) -> dict[str, list[float]]:
+    """Per name, `iters` latencies; each iteration calls every entry once, starting one further on.
+    With `budget_s`, stops after the iteration that crosses it (but not before `min_iters`)."""
+    names = list(calls)
+    times = {n: [] for n in names}
+    t0 = time.perf_counter()
+    for i in range(iters):
+        if budget_s is not None and i >= min_iters and time.perf_counter() - t0 > budget_s:
+            break
+        k = i % len(names)
+        for n in names[k:] + names[:k]:
+            t = time.perf_counter()
+            calls[n](feeds)
+            times[n].append(time.perf_counter() - t)
+    return times
+
+
+def wrapper_overhead(model, feeds: dict, iters: int = 40, warmup: int = 3) -> dict:
+    """`model(**feeds)` vs `model.backend.session.run(None, feeds)`, interleaved, same session."""
+    session = model.backend.session
+    prepared = model.prepare(dict(feeds))  # the raw call gets exactly typed feeds, like the wrapper passes
+    calls = {"wrapper": lambda f: model(**f), "raw_session": lambda f: session.run(None, prepared)}
+    for _ in range(warmup):
+        for c in calls.values():
+            c(feeds)
+    times = _interleaved(calls, feeds, iters)
+    w, r = np.median(times["wrapper"]), np.median(times["raw_session"])
+    return {"wrapper": stats.latency_summary(times["wrapper"]), "raw_session": stats.latency_summary(times["raw_session"]),
+            "overhead_pct": float((w - r) / r * 100.0), "overhead_ms": float((w - r) * 1e3), "iters": iters}
+
+
+# ------------------------------------------------------------------------------------------ the run
+def _say(opts, msg):
+    if opts.progress:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[dim]bench[/dim] {msg}", highlight=False)
+
+
+def run_benchmark(opts: BenchOptions) -> dict:
+    """Run the whole benchmark; returns a JSON-ready dict (see vlexport.bench.report to show it)."""
+    from vlexport.bench.machine import gemm_peak_gflops, machine_info
+
+    t_start = time.perf_counter()
+    try:
+        import torch
+
+        torch.set_num_threads(opts.threads)
+    except ImportError:
+        torch = None
+    os.environ.setdefault("OMP_NUM_THREADS", str(opts.threads))
+    result = {"options": {k: v for k, v in asdict(opts).items()}, "machine": machine_info(opts.threads)}
+    if opts.gemm_peak:
+        _say(opts, f"measuring the fp32 GEMM peak on {opts.threads} threads")
+        result["gemm_peak"] = gemm_peak_gflops(opts.threads)
+    peak = (result.get("gemm_peak") or {}).get("peak")
+
+    with tempfile.TemporaryDirectory(prefix="vlexport-bench-") as work:
+        path, build_info = resolve_artifact(opts, Path(work))
+        result["artifact"] = {"path": str(path), **build_info}
+        ctx = Context(path, opts.threads)
+        result["model"] = {"source": ctx.artifact.manifest.get("source"), "architecture": ctx.architecture,
+                           "task": ctx.artifact.task, "outputs": ctx.output_names}
+        names = list(opts.backends)
+        if REFERENCE not in names:
+            names.insert(0, REFERENCE)  # parity needs the reference even when it is not timed
+        runners, backends = [], {}
+        rng = np.random.default_rng(opts.seed)
+        first_feeds = ctx.spec.make_inputs(dict(opts.base), np.random.default_rng(opts.seed + 1), opts.pad)
+        for r in make_runners(ctx, names):
+            _say(opts, f"loading {r.name}")
+            info = {"status": "ok"}
+            try:
+                with PeakRSS() as mem:
+                    t = time.perf_counter()
+                    r.load()
+                    info["load_s"] = time.perf_counter() - t
+                    t = time.perf_counter()
+                    r.call(first_feeds)
+                    info["first_call_ms"] = (time.perf_counter() - t) * 1e3
+                info.update(rss_delta_mb=mem.delta_mb, peak_rss_delta_mb=mem.peak_delta_mb)
+                if hasattr(r, "model") and hasattr(r.model, "backend"):
+                    info["runtime"] = r.model.backend.describe()
+                runners.append(r)
+            except Skip as exc:
+                info = {"status": "skipped", "reason": str(exc)}
+                _say(opts, f"skipping {r.name}: {exc}")
+            backends[r.name] = info
+        result["backends"] = backends
+        timed = [r for r in runners if r.name in opts.backends]
+        ref = next((r for r in runners if r.name == REFERENCE), None)
+
+        # parity on a separate random set, in chunks of up to 8
+        if opts.parity_samples and ref is not None:
+            _say(opts, f"parity on {opts.parity_samples} random samples")
+            parts = {r.name: [] for r in runners if r is not ref}
+            left = opts.parity_samples
+            while left > 0:
+                b = min(8, left)
+                left -= b
+                sizes = {**opts.base, "batch": b,
+                         "text": int(rng.integers(max(2, opts.base["text"] // 2), opts.base["text"] + 1)),
+                         "visual": int(rng.integers(max(1, opts.base["visual"] // 2), opts.base["visual"] + 1))}
+                feeds = ctx.spec.make_inputs(sizes, rng, opts.pad)
+                want = ref.call(feeds)
+                for r in runners:
+                    if r is not ref:
+                        got = r.call(feeds)
+                        parts[r.name].append({o: stats.parity(want[o], got[o]) for o in want if o in got})
+            for name, chunks in parts.items():
+                backends[name]["parity"] = {o: stats.merge_parity([c[o] for c in chunks]) for o in chunks[0]} if chunks else {}
+
+        points = []
+        for sizes in expand_sweep(opts.base, opts.sweep, opts.grid):
+            _say(opts, "point " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
+            feeds = ctx.spec.make_inputs(sizes, rng, opts.pad)
+            flops = stats.visualbert_flops(ctx.config, ctx.architecture, sizes)
+            outs = {}
+            for r in timed + ([ref] if ref not in timed and ref is not None else []):
+                for _ in range(max(1, opts.warmup)):
+                    outs[r.name] = r.call(feeds)
+            times = _interleaved({r.name: r.call for r in timed}, feeds, opts.iters, opts.max_point_seconds,
+                                 opts.min_iters)
+            res = {}
+            for r in timed:
+                lat = stats.latency_summary(times[r.name])
+                p50 = lat["p50_ms"] / 1e3
+                entry = {**lat, "throughput": stats.throughput(sizes["batch"], p50),
+                         "gflops": stats.gflops_per_s(flops, p50)}
+                if peak:
+                    entry["pct_peak"] = entry["gflops"] / peak * 100.0
+                if ref is not None and r is not ref:
+                    entry["parity"] = {o: stats.parity(outs[REFERENCE][o], outs[r.name][o])
+                                       for o in outs[REFERENCE] if o in outs[r.name]}
+                res[r.name] = entry
+            if BASELINE in res:
+                for name, e in res.items():
+                    e["speedup_vs_transformers"] = res[BASELINE]["p50_ms"] / e["p50_ms"]
+            points.append({"sizes": sizes, "flops": flops, "results": res})
+        result["points"] = points
+
+        ort32 = next((r for r in runners if r.name == "ort-fp32"), None)
+        if opts.wrapper_iters and ort32 is not None and hasattr(getattr(ort32.model.backend, "session", None), "run"):
+            _say(opts, "wrapper overhead")
+            feeds = ctx.spec.make_inputs(dict(opts.base), rng, opts.pad)
+            result["wrapper_overhead"] = wrapper_overhead(ort32.model, feeds, opts.wrapper_iters)
+        del runners, timed, ref, ort32
+        gc.collect()
+    result["targets"] = evaluate_targets(result)
+    result["seconds"] = round(time.perf_counter() - t_start, 1)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ targets
+TARGETS = {  # the CPU targets of the benchmark issue (2 threads, full-size VisualBERT-VQA)
+    "ort_fp32_speedup": 1.5, "ort_int8_speedup": 2.5, "ort_fp32_pct_peak_b32": 80.0, "wrapper_overhead_pct": 3.0,
+}
+
+
+def _point(result, **sizes):
+    for p in result.get("points", []):
+        if all(p["sizes"].get(k) == v for k, v in sizes.items()):
+            return p
+    return None
+
+
+def evaluate_targets(result: dict) -> list[dict]:
+    """The issue's targets, as measured in this result (missing measurements are 'not measured')."""
+    base = result["options"]["base"] if "options" in result else BASE_SIZES
+    out = []
+    p = _point(result, **base)
+
+    def add(name, value, goal, higher=True, what=""):
+        if value is None:
+            out.append({"target": name, "goal": goal, "value": None, "met": None, "what": what})
+        else:
+            met = value >= goal if higher else value < goal
+            out.append({"target": name, "goal": goal, "value": value, "met": bool(met), "what": what,
+                        "margin": value - goal if higher else goal - value})
+
+    sizes = ",".join(f"{k[0].upper()}={v}" for k, v in base.items())
+    for b, key in (("ort-fp32", "ort_fp32_speedup"), ("ort-int8", "ort_int8_speedup")):
+        v = (p or {}).get("results", {}).get(b, {}).get("speedup_vs_transformers")
+        add(key, v, TARGETS[key], what=f"{b} p50 speedup over transformers eager at {sizes}")
+    p32 = _point(result, **{**base, "batch": 32})
+    v = (p32 or {}).get("results", {}).get("ort-fp32", {}).get("pct_peak")
+    add("ort_fp32_pct_peak_b32", v, TARGETS["ort_fp32_pct_peak_b32"],
+        what="ort-fp32 achieved GFLOP/s at batch 32 as % of the measured fp32 GEMM peak")
+    w = (result.get("wrapper_overhead") or {}).get("overhead_pct")
+    add("wrapper_overhead_pct", w, TARGETS["wrapper_overhead_pct"], higher=False,
+        what="model(**feeds) over session.run(None, feeds), p50, same session")
+    return out

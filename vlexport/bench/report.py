@@ -1,0 +1,213 @@
+"""Render a benchmark result: terminal table (rich), JSON, Markdown, PNG plots (matplotlib, lazily)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from vlexport.bench.harness import BASELINE, REFERENCE
+
+
+def _f(x, fmt="{:.2f}", none="-"):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return none
+    return fmt.format(x)
+
+
+def _sizes(s: dict) -> str:
+    return " ".join(f"{k[0].upper()}={v}" for k, v in s.items())
+
+
+def _parity_cells(e: dict) -> list[str]:
+    par = e.get("parity") or {}
+    if not par:
+        return ["ref", "", ""]
+    p = next(iter(par.values())) if len(par) == 1 else par.get("logits") or next(iter(par.values()))
+    return [_f(p.get("max_abs_err"), "{:.1e}"), _f(p.get("cosine"), "{:.6f}"), _f(p.get("top1"), "{:.0%}")]
+
+
+COLUMNS = ["sizes", "backend", "p50 ms", "p90 ms", "p99 ms", "samples/s", "GFLOP/s", "% peak", "x eager",
+           "max abs err", "cosine", "top-1"]
+
+
+def rows(result: dict) -> list[list[str]]:
+    out = []
+    for p in result.get("points", []):
+        for name, e in p["results"].items():
+            out.append([_sizes(p["sizes"]), name, _f(e["p50_ms"]), _f(e["p90_ms"]), _f(e["p99_ms"]),
+                        _f(e["throughput"], "{:.1f}"), _f(e["gflops"], "{:.1f}"), _f(e.get("pct_peak"), "{:.0f}%"),
+                        _f(e.get("speedup_vs_transformers"), "{:.2f}x"), *_parity_cells(e)])
+    return out
+
+
+def backend_rows(result: dict) -> list[list[str]]:
+    out = []
+    for name, b in result.get("backends", {}).items():
+        if b["status"] != "ok":
+            out.append([name, "skipped", "", "", "", "", "", "", b.get("reason", "")])
+            continue
+        p = next(iter((b.get("parity") or {}).values()), {})
+        out.append([name, "ok", _f(b.get("load_s"), "{:.2f}"), _f(b.get("first_call_ms"), "{:.1f}"),
+                    _f(b.get("peak_rss_delta_mb"), "{:.0f}"),
+                    _f(p.get("max_abs_err"), "{:.1e}") if p else "ref",
+                    _f(p.get("cosine_min"), "{:.6f}") if p else "", 
+                    (_f(p.get("top1"), "{:.1%}") + " / " + _f(p.get("top5"), "{:.1%}")) if p else "",
+                    b.get("runtime", "")])
+    return out
+
+
+BACKEND_COLUMNS = ["backend", "status", "load s", "first call ms", "peak RSS +MB", "max abs err",
+                   "min cosine", "top-1 / top-5", "runtime / reason"]
+
+
+def target_rows(result: dict) -> list[list[str]]:
+    out = []
+    for t in result.get("targets", []):
+        met = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        unit = "%" if "pct" in t["target"] else "x"
+        goal = ("< " if "overhead" in t["target"] else ">= ") + f"{t['goal']:g}{unit}"
+        out.append([t["target"], goal, _f(t["value"], "{:.2f}") + (unit if t["value"] is not None else ""), met,
+                    t.get("what", "")])
+    return out
+
+
+def machine_line(result: dict) -> str:
+    m = result.get("machine", {})
+    v = m.get("versions", {})
+    peak = result.get("gemm_peak") or {}
+    gp = (f"; fp32 GEMM peak {peak['peak']:.0f} GFLOP/s ({peak['peak_library']}; "
+          + ", ".join(f"{k} {x:.0f}" for k, x in peak.get("by_library", {}).items()) + ")") if peak.get("peak") else ""
+    gpus = ", ".join(g["name"] for g in m.get("gpus", [])) or "no GPU"
+    return (f"{m.get('date', '')}: {m.get('cpu', '?')} ({m.get('logical_cores')} logical cores, "
+            f"{m.get('threads_used')} threads used, {m.get('memory_gb', '?')} GB; {gpus}); "
+            + ", ".join(f"{k} {x}" for k, x in v.items()) + gp)
+
+
+def print_report(result: dict, console=None):
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # files and pipes: wide enough for the tables
+            console = Console(width=200)
+    console.print(f"[bold]vlexport bench[/bold] {result.get('artifact', {}).get('path', '')}", highlight=False)
+    console.print(machine_line(result), style="dim", highlight=False)
+    for title, cols, body in (("Backends (parity on the random set vs the torch reference)", BACKEND_COLUMNS,
+                               backend_rows(result)),
+                              ("Latency and parity per size point (backends interleaved)", COLUMNS, rows(result)),
+                              ("Targets", ["target", "goal", "measured", "status", "what"], target_rows(result))):
+        t = Table(title=title, title_justify="left")
+        for c in cols:
+            t.add_column(c, justify="left" if c in ("sizes", "backend", "runtime / reason", "what", "target") else "right")
+        for r in body:
+            t.add_row(*r)
+        console.print(t)
+    w = result.get("wrapper_overhead")
+    if w:
+        console.print(f"wrapper overhead: model(**feeds) p50 {w['wrapper']['p50_ms']:.3f} ms vs "
+                      f"session.run {w['raw_session']['p50_ms']:.3f} ms: {w['overhead_pct']:+.2f}%", highlight=False)
+
+
+def write_json(result: dict, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return path
+
+
+def _md_table(cols, body) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def to_markdown(result: dict, title: str = "vlexport benchmark", reading: str = "") -> str:
+    opts = result.get("options", {})
+    parts = [f"# {title}", "", f"**Machine**: {machine_line(result)}", "",
+             f"**Model**: `{opts.get('model')}` ({(result.get('model') or {}).get('architecture')}), "
+             f"{opts.get('threads')} threads, {opts.get('warmup')} warm-up + {opts.get('iters')} interleaved "
+             f"iterations per point, inputs {'randomly right-padded' if opts.get('pad') else 'unpadded'}; "
+             f"parity against `{REFERENCE}` (our PyTorch reference), speed-ups against `{BASELINE}` eager.", ""]
+    if reading:
+        parts += ["## Reading", "", reading.strip(), ""]
+    parts += ["## Targets", "", _md_table(["target", "goal", "measured", "status", "what"], target_rows(result)), ""]
+    parts += ["## Backends", "", _md_table(BACKEND_COLUMNS, backend_rows(result)), ""]
+    parts += ["## Latency per size point", "", _md_table(COLUMNS, rows(result)), ""]
+    w = result.get("wrapper_overhead")
+    if w:
+        parts += [f"Wrapper overhead (ort-fp32, base sizes, {w['iters']} interleaved calls): `model(**feeds)` p50 "
+                  f"{w['wrapper']['p50_ms']:.3f} ms vs `session.run(None, feeds)` {w['raw_session']['p50_ms']:.3f} ms "
+                  f"= {w['overhead_pct']:+.2f}%.", ""]
+    return "\n".join(parts)
+
+
+def write_markdown(result: dict, path, **kw) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_markdown(result, **kw) + "\n")
+    return path
+
+
+def series(result: dict, axis: str) -> dict[str, list[tuple[int, float, float]]]:
+    """backend -> [(size along `axis`, p50 ms, samples/s)] over the points where only `axis` moves."""
+    base = result.get("options", {}).get("base", {})
+    out: dict[str, list] = {}
+    for p in result.get("points", []):
+        s = p["sizes"]
+        if any(s.get(k) != v for k, v in base.items() if k != axis):
+            continue
+        for name, e in p["results"].items():
+            out.setdefault(name, []).append((s[axis], e["p50_ms"], e["throughput"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def write_plots(result: dict, folder, prefix: str = "latency") -> list[Path]:
+    """One PNG per swept axis (batch, text, visual): p50 latency (and, for batch, throughput) per backend."""
+    from vlexport._deps import require
+
+    matplotlib = require("matplotlib", "benchmark plots")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    axes_swept = [a for a in ("batch", "text", "visual") if len({p["sizes"].get(a) for p in result.get("points", [])}) > 1]
+    for axis in axes_swept:
+        data = series(result, axis)
+        if not data or max(len(v) for v in data.values()) < 2:
+            continue
+        ncols = 2 if axis == "batch" else 1
+        fig, axs = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.2), squeeze=False)
+        for name, pts in data.items():
+            xs = [p[0] for p in pts]
+            axs[0][0].plot(xs, [p[1] for p in pts], marker="o", label=name)
+            if ncols == 2:
+                axs[0][1].plot(xs, [p[2] for p in pts], marker="o", label=name)
+        axs[0][0].set(xlabel=axis, ylabel="p50 latency (ms)", title=f"latency vs {axis}")
+        if axis == "batch":
+            axs[0][0].set_xscale("log", base=2)
+            axs[0][0].set_yscale("log")
+            axs[0][1].set(xlabel=axis, ylabel="samples/s", title="throughput vs batch")
+            axs[0][1].set_xscale("log", base=2)
+        for a in axs[0]:
+            a.grid(True, alpha=0.3)
+            a.legend(fontsize=8)
+        m = result.get("machine", {})
+        fig.suptitle(f"{m.get('cpu', '')}, {m.get('threads_used')} threads", fontsize=9)
+        fig.tight_layout()
+        path = folder / f"{prefix}_vs_{axis}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_all(result: dict, folder, stem: str = "bench", plots: bool = True, **md) -> dict[str, object]:
+    folder = Path(folder)
+    files = {"json": write_json(result, folder / f"{stem}.json"), "markdown": write_markdown(result, folder / f"{stem}.md", **md)}
+    if plots:
+        files["plots"] = write_plots(result, folder, prefix=f"{stem}_latency")
+    return files
