@@ -152,6 +152,25 @@ def test_decoder_weight_tied_absent_and_present(hf_checkpoint, tmp_path):
     _assert_matches(hf, write_checkpoint(tmp_path / "present", hf.config, state), what="decoder present")
 
 
+def test_decoder_weight_differing_from_embeddings_is_kept_untied(hf_checkpoint, tmp_path):
+    """Both tied tensors stored, with different values: transformers unties them; so must we (loading the
+    decoder into the shared parameter would overwrite the word embeddings)."""
+    import transformers
+
+    hf = hf_checkpoint(PT)
+    state = _state(hf)
+    decoder = torch.randn_like(state["visual_bert.embeddings.word_embeddings.weight"])
+    folder = write_checkpoint(tmp_path, hf.config, {**state, "cls.predictions.decoder.weight": decoder})
+    theirs = transformers.VisualBertForPreTraining.from_pretrained(str(folder)).eval()
+    assert torch.equal(theirs.cls.predictions.decoder.weight, decoder)
+    ours = factory.from_pretrained(str(folder)).model
+    assert torch.equal(ours.visual_bert.embeddings.word_embeddings.weight,
+                       state["visual_bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(ours.cls.predictions.decoder.weight, decoder)
+    feeds = _feeds(PT, hf.config)
+    assert_same_outputs(run_ours(ours, feeds), run_hf(theirs, feeds), ATOL, "untied decoder")
+
+
 def test_decoder_bias_alias(hf_checkpoint, tmp_path):
     """Old checkpoints store `cls.predictions.decoder.bias` (== cls.predictions.bias), alone or with it."""
     hf = hf_checkpoint(PT)

@@ -171,3 +171,16 @@ def test_checks_are_skipped_while_exporting(models):
     out = traced(**feeds)
     out = out["logits"] if isinstance(out, dict) else out[0]
     torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize("arch", HF_CLASSES)
+def test_unknown_keyword_inputs_are_refused(arch, models):
+    """A typo or an HF-only input we do not implement must not be silently ignored."""
+    feeds = _feeds(arch)
+    _raises(models[arch], {**feeds, "visual_attention_masks": feeds["input_ids"]}, "'visual_attention_masks'")
+    _raises(models[arch], {**feeds, "position_ids": torch.zeros_like(feeds["input_ids"])}, "'position_ids'")
+    # harmless HF arguments are accepted
+    ref = _call(models[arch], feeds)
+    out = _call(models[arch], {**feeds, "return_dict": True, "output_attentions": False, "labels": None})
+    for k in ref:
+        torch.testing.assert_close(out[k], ref[k])

@@ -97,6 +97,11 @@ def load_into(model, state: dict, base_prefix: str, tied: dict[str, str] | None 
         bias = state.pop(alias)
         state.setdefault("cls.predictions.bias", bias)
     tied = tied or {}
+    for key, source in tied.items():
+        # Both tied tensors stored with different values: like transformers, keep both (untie), rather
+        # than let the later key overwrite the shared parameter (that would corrupt the embeddings).
+        if key in state and source in state and not _same(state[key], state[source]):
+            _untie(model, key)
     missing = sorted(k for k in expected - state.keys() if k not in tied)
     unexpected = sorted(state.keys() - expected)
     if missing or unexpected:
@@ -115,3 +120,20 @@ def load_into(model, state: dict, base_prefix: str, tied: dict[str, str] | None 
                                   f"{tuple(own[key].shape)}")
     model.load_state_dict(state, strict=False)  # strictness checked above; tied keys may be absent
     return model
+
+
+def _same(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and torch.equal(a.float(), b.float())
+
+
+def _untie(model, key: str):
+    """Give the parameter `key` its own storage (it shares another parameter's now)."""
+    import torch
+
+    module_path, _, name = key.rpartition(".")
+    module = model.get_submodule(module_path)
+    setattr(module, name, torch.nn.Parameter(getattr(module, name).detach().clone()))
+    if hasattr(getattr(model, "config", None), "tie_word_embeddings"):
+        model.config.tie_word_embeddings = False

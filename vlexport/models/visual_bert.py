@@ -260,6 +260,7 @@ class VisualBertModel(_Pretrained, nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, **_):
+        _no_extra(_)
         if type(self) is VisualBertModel:
             _check(self, _feeds(locals()))
         if visual_embeds is None:
@@ -281,6 +282,16 @@ class VisualBertModel(_Pretrained, nn.Module):
         h = self.encoder(h, additive_mask)  # (B, T+V, H)
         pooled = self.pooler(h) if self.pooler is not None else None
         return ModelOutput(last_hidden_state=h, pooler_output=pooled)
+
+
+def _no_extra(extra: dict):
+    """HF-only keyword arguments are accepted when they change nothing (return_dict, output_* False,
+    None); anything else (a typo, position_ids, labels...) would be silently ignored: refuse it."""
+    used = sorted(k for k, v in extra.items() if k != "return_dict" and v is not None and v is not False)
+    if used:
+        raise InputError(f"unexpected input(s) {used}: vlexport's VisualBERT takes input_ids, attention_mask, "
+                         f"token_type_ids, visual_embeds, visual_attention_mask, visual_token_type_ids, "
+                         f"image_text_alignment (and region_to_phrase_position for region-to-phrase alignment)")
 
 
 def _feeds(local_vars: dict) -> dict:
@@ -341,6 +352,7 @@ class VisualBertForPreTraining(_WithBase):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, **_):
+        _no_extra(_)
         _check(self, _feeds(locals()))
         out = self.visual_bert(input_ids, attention_mask, token_type_ids, visual_embeds, visual_attention_mask,
                                visual_token_type_ids, image_text_alignment)
@@ -357,6 +369,7 @@ class VisualBertForQuestionAnswering(_WithBase):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, **_):
+        _no_extra(_)
         if attention_mask is None:
             raise InputError("input 'attention_mask' is required for question answering: the answer is read "
                              "at the token before [SEP], found from the mask (right padding assumed)")
@@ -378,6 +391,7 @@ class VisualBertForVisualReasoning(_WithBase):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, **_):
+        _no_extra(_)
         _check(self, _feeds(locals()))
         out = self.visual_bert(input_ids, attention_mask, token_type_ids, visual_embeds, visual_attention_mask,
                                visual_token_type_ids, image_text_alignment)
@@ -393,6 +407,7 @@ class VisualBertForMultipleChoice(_WithBase):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, **_):
+        _no_extra(_)
         _check(self, _feeds(locals()))
         C = input_ids.shape[1]
 
@@ -436,6 +451,7 @@ class VisualBertForRegionToPhraseAlignment(_WithBase):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None,
                 region_to_phrase_position=None, **_):
+        _no_extra(_)
         if region_to_phrase_position is None:
             raise InputError("input 'region_to_phrase_position' (B, phrases) is required for region-to-phrase "
                              "alignment")
