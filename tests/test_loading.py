@@ -297,12 +297,13 @@ def test_architecture_as_task_name(hf_checkpoint, copy_checkpoint):
         factory.from_pretrained(str(folder), architecture="no-such-task")
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])
-def test_fp16_checkpoint_loads_as_fp32(hf_checkpoint, tmp_path, safe):
+def test_fp16_checkpoint_loads_as_fp32(hf_checkpoint, tmp_path, safe, dtype):
     hf = hf_checkpoint(QA)
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in _state(hf).items()}
-    loaded = factory.from_pretrained(str(write_checkpoint(tmp_path, {**hf.config, "torch_dtype": "float16"},
-                                                          half, safe=safe)))
+    half = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in _state(hf).items()}
+    config = {**hf.config, "torch_dtype": str(dtype).replace("torch.", "")}
+    loaded = factory.from_pretrained(str(write_checkpoint(tmp_path, config, half, safe=safe)))
     params = dict(loaded.model.named_parameters())
     assert all(p.dtype == torch.float32 for p in params.values())
     for k, v in half.items():
@@ -311,7 +312,8 @@ def test_fp16_checkpoint_loads_as_fp32(hf_checkpoint, tmp_path, safe):
     out = run_ours(loaded.model, feeds)
     assert out["logits"].dtype == torch.float32
     # against HF in fp32: equal up to the fp16 rounding of the weights
-    torch.testing.assert_close(out["logits"], run_hf(hf.model, feeds)["logits"], atol=5e-2, rtol=0)
+    theirs = run_hf(hf.model, feeds)["logits"]
+    torch.testing.assert_close(out["logits"], theirs, atol=1e-2 if dtype == torch.float16 else 0.1, rtol=0)  # seen: 2e-3, 2e-2
 
 
 # ----------------------------------------------------------------------------- hub, public ids, tiny model
@@ -379,7 +381,8 @@ def test_hub_offline_uses_the_cache(tmp_path, hf_checkpoint):
     assert f"OK {snap}" in r.stdout and f"ARCH {QA}" in r.stdout, r.stdout
 
 
-@pytest.mark.parametrize("path", ["./no-such-model-dir", "/definitely/not/here", "~/no-such-vlexport-model"])
+@pytest.mark.parametrize("path", ["./no-such-model-dir", "/definitely/not/here", "~/no-such-vlexport-model",
+                                  "runs/vqa/final", "not a hub id!"])
 def test_nonexistent_local_path(path):
     with pytest.raises(UnknownModelError, match="does not exist"):
         factory.from_pretrained(path)

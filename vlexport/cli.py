@@ -115,6 +115,8 @@ def cmd_predict(args):
         dim = model.config["visual_embedding_dim"]
         visual = np.random.default_rng(0).standard_normal((args.regions, dim)).astype(np.float32)
         print(f"(no --visual-embeds: using {args.regions} random regions of dim {dim})", file=sys.stderr)
+    if visual.ndim == 2 and len(args.text) > 1:  # one image's regions, several questions about it
+        visual = np.broadcast_to(visual, (len(args.text), *visual.shape))
     inputs = model.processor(text=args.text, visual_embeds=visual, return_tensors="np")
     outputs = model(**inputs)
     print(f"backend: {model.backend.describe()}", file=sys.stderr)

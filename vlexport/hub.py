@@ -35,7 +35,7 @@ def resolve_model_dir(path_or_id: str, revision: str | None = None) -> Path:
         raise UnknownModelError(f"model folder '{path_or_id}' does not exist")
     try:
         from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import (LocalEntryNotFoundError, RepositoryNotFoundError,
+        from huggingface_hub.errors import (HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                             RevisionNotFoundError)
     except ImportError as exc:  # pragma: no cover - a core dependency
         raise HubError("downloading from the hub needs huggingface_hub: pip install huggingface_hub") from exc
@@ -43,6 +43,8 @@ def resolve_model_dir(path_or_id: str, revision: str | None = None) -> Path:
     try:
         return Path(snapshot_download(path_or_id, revision=revision, allow_patterns=WANTED_FILES,
                                       local_files_only=offline, etag_timeout=10))
+    except HFValidationError:  # e.g. "runs/vqa/final": a local path that is not there, not a hub id
+        raise UnknownModelError(f"model folder '{path_or_id}' does not exist (and it is not a valid hub id)") from None
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise UnknownModelError(f"'{path_or_id}' is not a model on the hub (or is private): {exc}") from None
     except (LocalEntryNotFoundError, OSError) as exc:

@@ -212,6 +212,12 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
             else:
                 manifest["engine_skipped"] = message
             st.note(message)
+            if engine:
+                st.total += 1
+                with st.stage("Validating the TensorRT engine against the fp32 graph",
+                              steps=-(-opts.fp16_samples // 10)) as adv:
+                    manifest["validation"]["tensorrt_fp16"] = _validate_engine(
+                        stage, manifest, fp32, spec, export_facts["trace_sizes"], opts, adv)
 
         (stage / "config.json").write_text(json.dumps(loaded.config.to_dict(), indent=2) + "\n")
         processor.save_pretrained(stage)
@@ -227,6 +233,21 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
         Console(stderr=True).print(f"[bold]Built[/bold] {out} in {manifest['build']['seconds']}s "
                                    f"(peak RSS {manifest['build']['peak_rss_mb']} MB)", highlight=False)
     return out
+
+
+def _validate_engine(stage: Path, manifest: dict, fp32, spec, seen, opts: BuildOptions, progress) -> dict:
+    """The engine against the fp32 graph, with the fp16 graph's thresholds (fails the build)."""
+    from vlexport.artifact import Artifact
+    from vlexport.export.validate import validate_precision
+    from vlexport.runtime.backends.tensorrt import TensorRTBackend
+
+    write_json_atomic(stage / "manifest.json", {**manifest, "complete": True})  # provisional, in staging
+    backend = TensorRTBackend(Artifact(stage), precision="fp16")
+    try:
+        return validate_precision(fp32, backend.run, spec, "TensorRT fp16", n_samples=opts.fp16_samples,
+                                  seen=seen, progress=progress)
+    finally:
+        backend.close()
 
 
 def _engine(stage: Path, manifest: dict, opts: BuildOptions):

@@ -60,7 +60,69 @@ def convert_fp16(src: Path, dst: Path) -> dict:
     blocked = _nodes_needing_fp32(model)
     fp16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=KEEP_FP32_OPS,
                                     node_block_list=blocked, disable_shape_infer=model.ByteSize() > 2**31 - 1)
+    removed = _drop_fp16_round_trips(fp16, set(KEEP_FP32_OPS), set(blocked))
     _save(fp16, Path(dst))
     n16 = sum(1 for t in fp16.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
     return {"converter": "onnxruntime.transformers.float16", "fp32_ops": KEEP_FP32_OPS,
-            "fp32_nodes_for_range": blocked, "fp16_initializers": n16, "io_types": "float32"}
+            "fp32_nodes_for_range": blocked, "fp16_initializers": n16, "io_types": "float32",
+            "fp16_round_trips_removed": removed}
+
+
+def _drop_fp16_round_trips(model, block_ops: set, block_nodes: set) -> int:
+    """The converter wraps every blocked (fp32) node in casts, so fp32 -> fp32 edges between blocked
+    nodes, and from a blocked node to an fp32 graph output, pass through fp16: x -> Cast(fp16) ->
+    Cast(fp32). That rounds, and turns finfo(float32).min (the region-to-phrase mask) into -inf.
+    Bypass each such Cast(fp32) so its consumers read the fp32 value itself; drop casts left unused.
+    Returns the number of Cast(fp32) nodes bypassed."""
+    import onnx
+
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    graph_outputs = {o.name for o in g.output}
+
+    def cast_to(node):
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    def fp32_source(name):  # the fp32 value behind an fp16 cast of a blocked node's output
+        c1 = producer.get(name)
+        if c1 is None or cast_to(c1) != onnx.TensorProto.FLOAT16:
+            return None
+        src = producer.get(c1.input[0])
+        return c1.input[0] if src is not None and (src.op_type in block_ops or src.name in block_nodes) else None
+
+    rename, drop = {}, set()
+    for c2 in g.node:
+        if cast_to(c2) != onnx.TensorProto.FLOAT:
+            continue
+        x = fp32_source(c2.input[0])
+        if x is None:
+            continue
+        if c2.output[0] in graph_outputs:
+            if x in graph_outputs or any(v == x for v in rename.values()):
+                continue  # one value feeding two outputs: keep the cast
+            rename[x] = c2.output[0]  # the producer writes the graph output directly
+        else:
+            rename[c2.output[0]] = x
+        drop.add(id(c2))
+    if not drop:
+        return 0
+
+    def resolve(v):
+        while v in rename:
+            v = rename[v]
+        return v
+
+    for n in g.node:
+        n.input[:] = [resolve(v) for v in n.input]
+        n.output[:] = [resolve(v) for v in n.output]
+    kept = [n for n in g.node if id(n) not in drop]
+    used = {v for n in kept for v in n.input} | graph_outputs
+    kept = [n for n in kept if not (n.op_type == "Cast" and all(o not in used for o in n.output))]
+    gone = set(rename) | {o for n in g.node for o in n.output}
+    del g.node[:]
+    g.node.extend(kept)
+    gone -= {o for n in kept for o in n.output}
+    infos = [vi for vi in g.value_info if vi.name not in gone and vi.name not in graph_outputs]
+    del g.value_info[:]
+    g.value_info.extend(infos)
+    return len(drop)

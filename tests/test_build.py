@@ -1,0 +1,313 @@
+"""`vlexport build` end to end: every VisualBERT head from a random `transformers` checkpoint ->
+ONNX (+ fp16) artifact -> `vlexport.load(...)` on ONNX Runtime, compared with transformers itself
+on shapes the build never traced, padded inputs included; the manifest and the files beside it.
+
+Each head is built once per module (a few seconds each on CPU). The helpers here (`AXES`,
+`axes_for`, `make_feeds`, `to_torch_outputs`) are also used by test_runtime.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import vlexport
+from hf_oracle import HF_CLASSES, OUTPUT_FIELDS, assert_same_outputs, run_hf
+from vlexport.export.build import build
+from vlexport.export.visual_bert import TASKS
+from vlexport.registry import TINY_ID, TINY_LABELS
+from vlexport.tasks import AxisRange
+
+# small ranges keep the builds quick; every one is dynamic (min < max)
+AXES = {"batch": AxisRange(1, 2, 4), "text": AxisRange(2, 8, 16), "visual": AxisRange(1, 4, 8),
+        "choices": AxisRange(1, 2, 3), "phrases": AxisRange(1, 2, 4)}
+MC, R2P, QA = "VisualBertForMultipleChoice", "VisualBertForRegionToPhraseAlignment", "VisualBertForQuestionAnswering"
+
+# shapes none of which the build traced (trace sizes: batch 2, text 7, visual 5, choices 3, phrases 3);
+# the extremes of every range included. (sizes, padded)
+UNSEEN = [
+    (dict(batch=1, text=16, visual=8, choices=1, phrases=4), False),
+    (dict(batch=3, text=11, visual=6, choices=2, phrases=1), True),
+    (dict(batch=4, text=2, visual=1, choices=3, phrases=2), False),
+    (dict(batch=2, text=13, visual=3, choices=2, phrases=4), True),
+    (dict(batch=1, text=9, visual=7, choices=3, phrases=3), True),
+]
+
+EXPECTED_OUTPUTS = {"VisualBertModel": ["last_hidden_state", "pooler_output"],
+                    "VisualBertForPreTraining": ["prediction_logits", "seq_relationship_logits"]}
+
+
+def axes_for(arch: str) -> dict:
+    drop = {"choices"} if arch != MC else set()
+    if arch != R2P:
+        drop.add("phrases")
+    return {k: v for k, v in AXES.items() if k not in drop}
+
+
+def sizes_for(arch: str, sizes: dict) -> dict:
+    return {k: v for k, v in sizes.items() if k in axes_for(arch)}
+
+
+def _right_padded(rng, lead, n, minimum, pad):
+    """(…, n) masks of ones then zeros; with pad, at least one row is really padded (when n allows)."""
+    if not pad:
+        return np.ones((*lead, n), np.int64)
+    lengths = rng.integers(minimum, n + 1, size=lead)
+    lengths.flat[-1] = max(minimum, n // 2)
+    lengths.flat[0] = n if lengths.size > 1 else lengths.flat[0]
+    return (np.arange(n) < lengths[..., None]).astype(np.int64)
+
+
+def make_feeds(arch: str, config: dict, sizes: dict, rng, pad: bool = True, align: int | None = None) -> dict:
+    """HF keyword inputs as numpy arrays, written here (not with the library's own input maker)."""
+    lead = (sizes["batch"], sizes["choices"]) if arch == MC else (sizes["batch"],)
+    T, V, D = sizes["text"], sizes["visual"], config["visual_embedding_dim"]
+    feeds = {
+        "input_ids": rng.integers(0, config["vocab_size"], size=(*lead, T)).astype(np.int64),
+        "attention_mask": _right_padded(rng, lead, T, 2, pad),
+        "token_type_ids": rng.integers(0, 2, size=(*lead, T)).astype(np.int64),
+        "visual_embeds": rng.standard_normal((*lead, V, D)).astype(np.float32),
+        "visual_attention_mask": _right_padded(rng, lead, V, 1, pad),
+        "visual_token_type_ids": rng.integers(0, 2, size=(*lead, V)).astype(np.int64),
+    }
+    if pad and T > 2 and V > 1:
+        assert (feeds["attention_mask"] == 0).any() and (feeds["visual_attention_mask"] == 0).any()
+    if align:
+        feeds["image_text_alignment"] = rng.integers(-1, T, size=(*lead, V, align)).astype(np.int64)
+    if arch == R2P:
+        feeds["region_to_phrase_position"] = rng.integers(-1, T + V, size=(sizes["batch"], sizes["phrases"]))
+    return feeds
+
+
+def to_torch_outputs(outputs) -> dict:
+    return {k: torch.from_numpy(np.asarray(v)) for k, v in outputs.items() if k in OUTPUT_FIELDS}
+
+
+def build_small(folder, out, arch, **kw):
+    kw.setdefault("fp16", True)
+    return build(str(folder), out, progress=False, axes=axes_for(arch), **kw)
+
+
+@pytest.fixture(scope="module")
+def built(hf_checkpoint, tmp_path_factory):
+    """built(arch, **build options) -> (HFCheckpoint, artifact folder); each built once per module."""
+    cache = {}
+
+    def get(arch, **kw):
+        key = (arch, tuple(sorted(kw.items())))
+        if key not in cache:
+            hf = hf_checkpoint(arch)
+            out = tmp_path_factory.mktemp("artifacts") / arch
+            assert build_small(hf.folder, out, arch, **kw) == out
+            cache[key] = hf, out
+        return cache[key]
+
+    return get
+
+
+def _manifest(out):
+    return json.loads((out / "manifest.json").read_text())
+
+
+# ----------------------------------------------------------------------------- fp32 parity
+
+@pytest.mark.parametrize("arch", HF_CLASSES)
+def test_fp32_artifact_matches_transformers_on_unseen_shapes(arch, built):
+    hf, out = built(arch)
+    traced = _manifest(out)["trace_sizes"]
+    model = vlexport.load(out, backend="onnxruntime")
+    assert model.backend.name == "onnxruntime" and model.backend.precision == "fp32"
+    rng = np.random.default_rng(sum(map(ord, arch)))
+    for sizes, pad in UNSEEN:
+        sizes = sizes_for(arch, sizes)
+        assert sizes != traced, "a comparison shape equals the traced one: it proves nothing about dynamic axes"
+        feeds = make_feeds(arch, hf.config, sizes, rng, pad)
+        ours = to_torch_outputs(model(**feeds))
+        compared = assert_same_outputs(ours, run_hf(hf.model, feeds), atol=1e-4, what=f"{arch} {sizes} pad={pad}")
+        assert compared == EXPECTED_OUTPUTS.get(arch, ["logits"])
+
+
+def test_region_to_phrase_masked_regions_keep_transformers_values(built):
+    """Masked regions hold finfo(float32).min exactly, in the fp32 and in the fp16 graph."""
+    hf, out = built(R2P)
+    feeds = make_feeds(R2P, hf.config, dict(batch=2, text=6, visual=5, phrases=3), np.random.default_rng(5))
+    feeds["visual_attention_mask"][:] = [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    theirs = run_hf(hf.model, feeds)["logits"].numpy()
+    fmin = np.finfo(np.float32).min
+    for precision in ("fp32", "fp16"):
+        logits = vlexport.load(out, backend="onnxruntime", precision=precision)(**feeds).logits
+        assert (logits[0, :, 3:] == fmin).all(), precision
+        assert np.isfinite(logits).all() and (logits[0, :, :3] > -1e4).all() and (logits[1] > -1e4).all()
+    np.testing.assert_array_equal(theirs[0, :, 3:], fmin)
+
+
+def test_alignment_input_matches_transformers(built):
+    """--with-alignment adds image_text_alignment (batch, visual, align); equal to HF with it."""
+    hf, out = built(QA, with_alignment=True)
+    m = _manifest(out)
+    spec = {i["name"]: i for i in m["inputs"]}["image_text_alignment"]
+    assert spec["dims"] == ["batch", "visual", "align"] and spec["low"] == -1 and spec["high"] == "text"
+    assert "align" in m["axes"]
+    model = vlexport.load(out, backend="onnxruntime")
+    rng = np.random.default_rng(11)
+    for (sizes, pad), align in zip(UNSEEN, (1, 3, 5, 2, 4)):
+        sizes = sizes_for(QA, sizes)
+        feeds = make_feeds(QA, hf.config, sizes, rng, pad, align=align)
+        assert (feeds["image_text_alignment"] >= 0).any()
+        theirs = run_hf(hf.model, feeds)
+        assert_same_outputs(to_torch_outputs(model(**feeds)), theirs, 1e-4, f"alignment {sizes} align={align}")
+        # the input is used: without it the answer scores differ
+        plain = {k: v for k, v in feeds.items() if k != "image_text_alignment"}
+        assert not torch.allclose(run_hf(hf.model, plain)["logits"], theirs["logits"], atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- fp16
+
+@pytest.mark.parametrize("arch", HF_CLASSES)
+def test_fp16_graph_close_to_fp32(arch, built):
+    hf, out = built(arch)
+    m = _manifest(out)
+    rep = m["validation"]["fp16"]
+    assert rep["passed"] is True and rep["samples"] == 100 and rep["nonfinite"] == 0
+    assert rep["min_cosine"] >= 0.999 and rep["mean_cosine"] >= rep["min_cosine"]
+    class_outputs = [o for o in EXPECTED_OUTPUTS.get(arch, ["logits"]) if o.endswith("logits")]
+    assert sorted(rep["top1_agreement"]) == sorted(class_outputs)
+    assert all(v >= 0.99 for v in rep["top1_agreement"].values())
+    assert m["graphs"]["fp16"]["file"] == "model.fp16.onnx" and m["graphs"]["fp16"]["io_types"] == "float32"
+
+    fp32 = vlexport.load(out, backend="onnxruntime")
+    fp16 = vlexport.load(out, backend="onnxruntime", precision="fp16")
+    assert fp16.backend.precision == "fp16"
+    rng = np.random.default_rng(7)
+    agree, rows = {}, {}
+    for i in range(12):
+        sizes, pad = UNSEEN[i % len(UNSEEN)]
+        feeds = make_feeds(arch, hf.config, sizes_for(arch, sizes), rng, pad)
+        a, b = fp32(**feeds), fp16(**feeds)
+        for name in a:
+            x, y = np.asarray(a[name], np.float64), np.asarray(b[name], np.float64)
+            assert b[name].dtype == np.float32 and x.shape == y.shape
+            masked = x <= -1e30
+            assert (y[masked] <= -1e30).all(), f"{name}: masked entries lost in fp16"
+            x, y = x[~masked], y[~masked]
+            assert np.isfinite(y).all(), f"{arch} {name}: NaN/inf in the fp16 output"
+            cos = (x * y).sum() / (np.linalg.norm(x) * np.linalg.norm(y))
+            assert cos >= 0.999, f"{arch} {name}: cosine {cos}"
+            if name in class_outputs:
+                ra, rb = np.asarray(a[name]), np.asarray(b[name])
+                if arch == R2P:  # rows over regions: compare where at least one region is real
+                    keep = (ra > -1e30).any(-1)
+                    ra, rb = ra[keep], rb[keep]
+                ra, rb = ra.reshape(-1, ra.shape[-1]), rb.reshape(-1, rb.shape[-1])
+                agree[name] = agree.get(name, 0) + int((ra.argmax(-1) == rb.argmax(-1)).sum())
+                rows[name] = rows.get(name, 0) + len(ra)
+    for name in class_outputs:
+        assert rows[name] >= 10 and agree[name] / rows[name] >= 0.95, (name, agree[name], rows[name])
+
+
+# ----------------------------------------------------------------------------- manifest and files
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("arch", [QA, R2P])
+def test_manifest_describes_the_build(arch, built):
+    hf, out = built(arch)
+    m = _manifest(out)
+    assert m["format_version"] == vlexport.ARTIFACT_FORMAT_VERSION and m["complete"] is True
+    assert m["vlexport_version"] == vlexport.__version__
+    assert m["source"]["model"] == str(hf.folder) and m["source"]["weights"] == "checkpoint"
+    assert m["architecture"] == arch and m["task"] == TASKS[arch]
+    for key in ("vocab_size", "hidden_size", "visual_embedding_dim", "num_hidden_layers", "max_position_embeddings"):
+        assert m["config"][key] == hf.config[key], key
+    # inputs / outputs with dtypes and axes
+    inputs = {i["name"]: i for i in m["inputs"]}
+    want = ["input_ids", "attention_mask", "token_type_ids", "visual_embeds", "visual_attention_mask",
+            "visual_token_type_ids"] + (["region_to_phrase_position"] if arch == R2P else [])
+    assert list(inputs) == want
+    assert inputs["input_ids"]["dtype"] == "int64" and inputs["visual_embeds"]["dtype"] == "float32"
+    assert inputs["input_ids"]["dims"] == ["batch", "text"] and inputs["input_ids"]["high"] == hf.config["vocab_size"]
+    assert inputs["visual_embeds"]["dims"] == ["batch", "visual", hf.config["visual_embedding_dim"]]
+    outputs = {o["name"]: o for o in m["outputs"]}
+    assert list(outputs) == ["logits"] and outputs["logits"]["dtype"] == "float32"
+    assert outputs["logits"]["dims"] == (["batch", hf.config["num_labels"]] if arch == QA else
+                                         ["batch", "phrases", "visual"])
+    assert m["axes"] == {k: r.as_list() for k, r in axes_for(arch).items()}
+    for name, size in m["trace_sizes"].items():
+        lo, _, hi = m["axes"][name]
+        assert lo <= size <= hi
+    # exporter and tools
+    assert isinstance(m["opset"], int) and m["opset"] >= 17
+    assert "torch.onnx.export" in m["exporter"]
+    for tool in ("torch", "onnx", "onnxruntime", "numpy"):
+        assert m["tools"][tool] == importlib.metadata.version(tool)
+    # files and their hashes
+    assert set(m["graphs"]) == {"fp32", "fp16"}
+    for entry in m["graphs"].values():
+        assert entry["file"] in entry["files"]
+        for rel, digest in entry["files"].items():
+            assert _sha(out / rel) == digest, rel
+        assert entry["bytes"] == sum((out / rel).stat().st_size for rel in entry["files"])
+    assert m["graphs"]["fp32"]["simplifier"]["tool"] in ("onnxsim", "onnxslim", "none")
+    # validation figures
+    v32 = m["validation"]["fp32"]
+    assert v32["passed"] is True and v32["shapes"] >= 6 and len(v32["cases"]) == v32["shapes"]
+    assert all(c["sizes"] != m["trace_sizes"] for c in v32["cases"])
+    assert any(c["padded"] for c in v32["cases"]) and any(not c["padded"] for c in v32["cases"])
+    assert 0 <= v32["worst"]["logits"]["max_abs"] <= v32["tolerance"]["atol"] == 1e-4
+    assert v32["worst"]["logits"]["cosine"] > 0.9999
+    assert m["engine_skipped"] or m["engines"]
+    # config.json and the tokenizer files beside the graphs
+    assert json.loads((out / "config.json").read_text()) == m["config"]
+    for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
+        assert (out / f).is_file(), f
+    assert not [p.name for p in out.parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_export_only_has_no_fp16_graph(hf_checkpoint, tmp_path):
+    """onnx_only (`vlexport export`): the validated fp32 graph and nothing else."""
+    hf = hf_checkpoint("VisualBertForVisualReasoning")
+    out = build_small(hf.folder, tmp_path / "a", "VisualBertForVisualReasoning", fp16=True, onnx_only=True)
+    m = _manifest(out)
+    assert set(m["graphs"]) == {"fp32"} and set(m["validation"]) == {"fp32"} and not m["engines"]
+    assert not (out / "model.fp16.onnx").exists()
+    with pytest.raises(vlexport.errors.ArtifactError, match="no fp16 graph"):
+        vlexport.load(out, precision="fp16")
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "vqa"
+    build(TINY_ID, out, fp16=True, progress=False)
+    return out
+
+
+def test_tiny_artifact_processor_round_trip(tiny_artifact):
+    m = _manifest(tiny_artifact)
+    assert m["source"] == {**m["source"], "model": TINY_ID, "weights": "tiny", "model_dir": None}
+    model = vlexport.load(tiny_artifact)
+    assert model.backend.name == "onnxruntime"  # no TensorRT engine on this machine
+    proc = model.processor
+    enc = proc(text=["what is this?", "is the cat red?"])
+    assert enc["input_ids"].dtype == np.int64 and enc["input_ids"].shape[0] == 2
+    assert enc["input_ids"][0, 0] == proc.cls_token_id and proc.unk_token_id not in enc["input_ids"][1]
+    assert proc.tokenize("is the cat red?") == ["is", "the", "cat", "red", "?"]
+    visual = np.random.default_rng(0).standard_normal((2, 5, m["config"]["visual_embedding_dim"])).astype(np.float32)
+    out = model(**proc(text=["what is this?", "is the cat red?"], visual_embeds=visual))
+    assert out.logits.shape == (2, len(TINY_LABELS)) and np.isfinite(out.logits).all()
+    assert model.id2label == dict(enumerate(TINY_LABELS))
+    answers = model.top_answers(out.logits, k=3)
+    assert len(answers) == 2 and all(label in TINY_LABELS for label, _ in answers[0])
+    # same answers from the fp16 graph and from the PyTorch reference rebuilt from the manifest
+    half = vlexport.load(tiny_artifact, precision="fp16")(**proc(text=["what is this?", "is the cat red?"],
+                                                                  visual_embeds=visual))
+    np.testing.assert_array_equal(half.logits.argmax(-1), out.logits.argmax(-1))
+    ref = vlexport.load(tiny_artifact, backend="torch")(**proc(text=["what is this?", "is the cat red?"],
+                                                                visual_embeds=visual))
+    np.testing.assert_allclose(ref.logits, out.logits, atol=1e-5)
