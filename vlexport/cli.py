@@ -14,8 +14,7 @@ from pathlib import Path
 from vlexport import __version__
 from vlexport.errors import VlexportError
 
-AXIS_FLAGS = {"batch": "batch", "text": "text-len", "visual": "visual-len", "choices": "choices",
-              "phrases": "phrases"}
+from vlexport.tasks import FLAG_NAMES as AXIS_FLAGS
 
 
 def _add_model_args(p):
@@ -68,15 +67,9 @@ def _build_kwargs(args, onnx_only: bool) -> dict:
     from vlexport.models.visual_bert import VisualBertConfig
 
     # Default ranges depend on the config (max_position_embeddings): read it cheaply first.
-    from vlexport.hub import resolve_model_dir
-    from vlexport.registry import PUBLIC_CHECKPOINTS, TINY_ID, public_config, tiny_config
+    from vlexport.hub import model_config
 
-    if args.model == TINY_ID:
-        cfg = tiny_config()
-    elif args.random_weights and args.model in PUBLIC_CHECKPOINTS:
-        cfg = public_config(args.model)
-    else:
-        cfg = json.loads((resolve_model_dir(args.model, args.revision) / "config.json").read_text())
+    cfg, _, _ = model_config(args.model, args.random_weights, args.revision)
     arch = _architecture(cfg, args.task)
     axes = _axes(args, default_axes(VisualBertConfig.from_dict(cfg), arch))
     kw = dict(task=args.task, random_weights=args.random_weights, revision=args.revision, axes=axes,

@@ -54,3 +54,32 @@ def resolve_model_dir(path_or_id: str, revision: str | None = None) -> Path:
             f"({type(exc).__name__}). Pass a local folder with config.json and weights "
             f"(--model ./my-model), or build a public configuration with --random-weights."
         ) from None
+
+
+def model_config(path_or_id: str, random_weights: bool = False, revision: str | None = None):
+    """(config.json as a dict, the folder weights come from or None, "checkpoint"|"random"|"tiny").
+
+    The tiny model and known public ids with random_weights need no network; other ids do.
+    """
+    import json
+
+    from vlexport.registry import PUBLIC_CHECKPOINTS, TINY_ID, public_config, tiny_config
+
+    if path_or_id == TINY_ID:
+        return tiny_config(), None, "tiny"
+    if random_weights and path_or_id in PUBLIC_CHECKPOINTS:
+        return public_config(path_or_id), None, "random"
+    try:
+        folder = resolve_model_dir(path_or_id, revision)
+    except HubError as exc:
+        if not random_weights:
+            raise
+        raise UnknownModelError(
+            f"'{path_or_id}' is not a public checkpoint vlexport knows offline (known: "
+            f"{', '.join(sorted(PUBLIC_CHECKPOINTS))}, {TINY_ID}), and its config could not be fetched: {exc}"
+        ) from None
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except ValueError as exc:
+        raise UnknownModelError(f"{folder / 'config.json'} is not valid JSON: {exc}") from None
+    return cfg, (None if random_weights else folder), ("random" if random_weights else "checkpoint")

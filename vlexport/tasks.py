@@ -89,6 +89,11 @@ class TaskSpec:
         return table
 
 
+# CLI flag stem of each axis (--min/--opt/--max-<stem>)
+FLAG_NAMES = {"batch": "batch", "text": "text-len", "visual": "visual-len", "choices": "choices",
+              "phrases": "phrases", "align": "align"}
+
+
 def _dtype_kind(x) -> str:
     """'int' | 'float' | 'bool' for numpy arrays and torch tensors alike (no torch import)."""
     dt = str(x.dtype).replace("torch.", "")
@@ -150,7 +155,7 @@ def check_inputs(specs, feeds: dict, axes: dict[str, AxisRange] | None = None, c
             if r is not None and not (r.min <= n <= r.max):
                 raise InputError(
                     f"input '{where[name]}' has {name}={n}, outside the range this model was built for "
-                    f"[{r.min}, {r.max}]; rebuild with a wider range (e.g. --max-{name.replace('_', '-')})"
+                    f"[{r.min}, {r.max}]; rebuild with a wider range (e.g. --max-{FLAG_NAMES.get(name, name)})"
                 )
     if check_values:
         for s in specs:

@@ -401,7 +401,7 @@ def run_benchmark(opts: BenchOptions) -> dict:
     result["machine"]["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     if opts.gemm_peak:
         _say(opts, f"measuring the fp32 GEMM peak on {opts.threads} threads")
-        result["gemm_peak"] = gemm_peak_gflops(opts.threads)
+        result["gemm_peak"] = gemm_peak_gflops(opts.threads, isolated=True)
     peak = (result.get("gemm_peak") or {}).get("peak")
 
     with tempfile.TemporaryDirectory(prefix="vlexport-bench-") as work:

@@ -6,7 +6,9 @@ runs), with every GEMM library the backends use: torch (MKL/oneDNN), numpy (Open
 onnxruntime's MLAS (a one-node MatMul graph). The libraries differ a lot on some CPUs (on the AMD
 Zen 5 of the machine the published figures come from, MLAS reaches ~2x what MKL does), so the
 peak reported is the best of them: "fraction of peak" then compares against what this machine can
-really do, not against a slow library.
+really do, not against a slow library. The harness measures it in a fresh subprocess
+(`isolated=True`), so thread pools left by earlier work in the process (OpenMP, OpenBLAS) cannot
+lower it. Other processes on the machine still can: compare peaks only from quiet runs.
 """
 
 from __future__ import annotations
@@ -173,7 +175,7 @@ _LIBS = {"torch": ("torch", _torch_gemm), "numpy": ("numpy", _numpy_gemm), "onnx
 
 
 def gemm_peak_gflops(threads: int = 2, n: int | None = 2048, shapes=BERT_SHAPES, repeats: int = 5,
-                     libraries=("onnxruntime", "torch", "numpy")) -> dict:
+                     libraries=("onnxruntime", "torch", "numpy"), isolated: bool = False) -> dict:
     """Measured fp32 GEMM rate (GFLOP/s, best of `repeats`) per library and shape.
 
     Shapes: the BERT-base GEMMs (`shapes`, (M, K, N)) plus a square n x n x n one (n=None: none).
@@ -182,6 +184,18 @@ def gemm_peak_gflops(threads: int = 2, n: int | None = 2048, shapes=BERT_SHAPES,
     Returns {"peak": best over everything, "peak_library": ..., "peak_shape": ...,
     "by_library": {lib: best GFLOP/s}, "runs": [{library, shape, gflops}], "threads": threads}.
     """
+    if isolated:  # a fresh interpreter: no thread pools from earlier work in this process
+        import json
+        import sys
+
+        code = ("import json,sys; from vlexport.bench.machine import gemm_peak_gflops as g; "
+                f"print(json.dumps(g({threads}, {n!r}, {tuple(tuple(s) for s in shapes)!r}, {repeats}, {tuple(libraries)!r})))")
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+        if out.returncode == 0:
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            res["isolated"] = True
+            return res
     from vlexport._deps import available
 
     all_shapes = list(shapes) + ([(n, n, n)] if n else [])

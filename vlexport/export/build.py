@@ -112,6 +112,10 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
         loaded = from_pretrained(opts.model, opts.task, random_weights=opts.random_weights, revision=opts.revision)
         spec = describe(loaded.architecture, loaded.config, with_alignment=opts.with_alignment, axes=opts.axes)
         processor = _processor_for(loaded)
+        if processor.vocab_size != loaded.config.vocab_size:
+            st.note(f"[yellow]warning:[/yellow] the tokenizer has {processor.vocab_size} tokens but the model's "
+                    f"vocab_size is {loaded.config.vocab_size}: put the model's own tokenizer.json or vocab.txt "
+                    f"in its folder")
     st.note(f"{loaded.architecture} ({spec.task}), {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M "
             f"parameters; axes " + ", ".join(f"{k} {r.min}..{r.max}" for k, r in spec.axes.items()))
 

@@ -61,7 +61,10 @@ def convert_fp16(src: Path, dst: Path) -> dict:
     fp16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=KEEP_FP32_OPS,
                                     node_block_list=blocked, disable_shape_infer=model.ByteSize() > 2**31 - 1)
     removed = _drop_fp16_round_trips(fp16, set(KEEP_FP32_OPS), set(blocked))
+    _toposort(fp16.graph)  # the converter appends its output casts last; checkers and parsers want order
+    del fp16.graph.value_info[:]  # stale fp32 annotations conflict with the new types; the checker re-infers
     _save(fp16, Path(dst))
+    onnx.checker.check_model(str(dst), full_check=True)
     n16 = sum(1 for t in fp16.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
     return {"converter": "onnxruntime.transformers.float16", "fp32_ops": KEEP_FP32_OPS,
             "fp32_nodes_for_range": blocked, "fp16_initializers": n16, "io_types": "float32",
@@ -126,3 +129,22 @@ def _drop_fp16_round_trips(model, block_ops: set, block_nodes: set) -> int:
     del g.value_info[:]
     g.value_info.extend(infos)
     return len(drop)
+
+
+def _toposort(g):
+    """Reorder g.node so every node comes after the producers of its inputs (Kahn's algorithm)."""
+    ready = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    pending, ordered = list(g.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(v in ready for v in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise ValueError(f"fp16 graph has a cycle or a dangling input at node '{rest[0].name}'")
+        pending = rest
+    del g.node[:]
+    g.node.extend(ordered)

@@ -8,10 +8,9 @@ from pathlib import Path
 import torch
 
 from vlexport.errors import UnknownModelError
-from vlexport.hub import resolve_model_dir
+from vlexport.hub import model_config
 from vlexport.models import visual_bert
 from vlexport.models.loading import load_into, read_state_dict
-from vlexport.registry import PUBLIC_CHECKPOINTS, TINY_ID, public_config, tiny_config
 
 
 @dataclass
@@ -63,19 +62,10 @@ def from_pretrained(path_or_id: str, architecture: str | None = None, random_wei
                     revision: str | None = None) -> Loaded:
     """Load a reference model. `random_weights=True` with a known public id builds its full-size
     configuration offline; the tiny built-in model (`tiny-visualbert-vqa`) always does."""
-    if path_or_id == TINY_ID:
-        model, config, arch = build_random(tiny_config(), architecture)
-        return Loaded(model, config, arch, path_or_id, None, "tiny")
-    if random_weights:
-        if path_or_id in PUBLIC_CHECKPOINTS:
-            cfg = public_config(path_or_id)
-        else:
-            folder = resolve_model_dir(path_or_id, revision)
-            cfg = visual_bert.VisualBertConfig.from_json_file(folder / "config.json").to_dict()
+    cfg, folder, weights = model_config(path_or_id, random_weights, revision)
+    if weights != "checkpoint":
         model, config, arch = build_random(cfg, architecture)
-        return Loaded(model, config, arch, path_or_id, None, "random")
-    folder = resolve_model_dir(path_or_id, revision)
-    cfg = __import__("json").loads((folder / "config.json").read_text())
+        return Loaded(model, config, arch, path_or_id, None, weights)
     arch = _architecture(cfg, architecture)
     config = visual_bert.VisualBertConfig.from_dict(cfg)
     model = visual_bert.ARCHITECTURES[arch](config)
