@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import vlexport.models as vm
-from hf_oracle import (assert_same_outputs, make_hf_model, run_hf, run_ours, save_hf_model, write_checkpoint,
+from hf_oracle import (assert_same_outputs, run_hf, run_ours, write_checkpoint,
                        write_sharded_bin)
 from vlexport.errors import CheckpointError, HubError, UnknownModelError
 from vlexport.export.visual_bert import describe

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vlexport.models as vm
-from hf_oracle import HF_CLASSES, assert_same_outputs, make_hf_model, run_hf, run_ours, save_hf_model
+from hf_oracle import HF_CLASSES, assert_same_outputs, run_hf, run_ours, save_hf_model
 from vlexport.export.visual_bert import describe
 from vlexport.models import factory
 

@@ -9,6 +9,7 @@ _WHERE = {
     "torch": ("torch", "export"),
     "onnx": ("onnx", "export"),
     "onnxsim": ("onnxsim", "export"),
+    "onnxscript": ("onnxscript", "export"),
     "onnxslim": ("onnxslim", "export"),
     "onnxruntime": ("onnxruntime", "cpu"),
     "tensorrt": ("tensorrt>=10.12", "gpu"),

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vlexport import ARTIFACT_FORMAT_VERSION, __version__
+from vlexport._deps import require
 from vlexport.artifact import file_entry, spec_to_json, staging_dir, write_json_atomic
 from vlexport.progress import Stages
 from vlexport.tasks import AxisRange
@@ -100,6 +101,8 @@ def _processor_for(loaded):
 def build(model: str, out: Path | None = None, **kwargs) -> Path:
     """Build an artifact folder; returns its path. See BuildOptions for the keyword arguments."""
     opts = BuildOptions(model=model, out=out, **kwargs)
+    for module in ("torch", "onnx", "onnxscript", "onnxruntime"):
+        require(module, "vlexport build")  # name the missing piece before any work starts
     out = Path(opts.out or default_out(opts.model))
     n_stages = 4 + (not opts.onnx_only) * (opts.fp16 * 3 + opts.int8)
     st = Stages(n_stages, opts.progress)

@@ -497,7 +497,7 @@ class VisualBertProcessor:
                     raise InputError(f"visual_embeds of shape {emb.shape} does not match the multiple-choice batch "
                                      f"({n} examples x {choices} choices)")
             elif emb.ndim != 3:
-                raise InputError(f"visual_embeds must be 2-D (regions, features), 3-D (batch, regions, features)"
+                raise InputError("visual_embeds must be 2-D (regions, features), 3-D (batch, regions, features)"
                                  + (" or 4-D (batch, choices, regions, features)" if choices else "")
                                  + f" or a list of 2-D arrays; got shape {emb.shape}")
             if emb.shape[0] != n:
