@@ -250,28 +250,6 @@ class RuntimeRunner(Runner):
             self.model = vlexport.load(art.path, backend=self.backend, precision=self.precision, **opts)
         except (VlexportError, ImportError) as exc:
             raise Skip(f"{type(exc).__name__}: {exc}") from None
-        if self.backend == "onnxruntime":
-            self._no_spinning()
-
-    def _no_spinning(self):
-        """Rebuild a CPU session whose options still allow spinning, with allow_spinning=0."""
-        be = self.model.backend
-        sess = getattr(be, "session", None)
-        if sess is None or be.device != "cpu":
-            return
-        try:
-            if sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0":
-                return
-        except RuntimeError:  # not set: ORT's default, spinning on
-            pass
-        import onnxruntime as ort
-
-        so = sess.get_session_options()
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.intra_op_num_threads = self.ctx.threads
-        so.inter_op_num_threads = 1
-        be.session = ort.InferenceSession(str(self.ctx.artifact.graph(self.precision)), so, providers=sess.get_providers())
-        self.rebuilt_session = True
 
     def call(self, feeds):
         return dict(self.model(**feeds))
@@ -429,8 +407,7 @@ def run_benchmark(opts: BenchOptions) -> dict:
                     info["first_call_ms"] = (time.perf_counter() - t) * 1e3
                 info.update(rss_delta_mb=mem.delta_mb, peak_rss_delta_mb=mem.peak_delta_mb)
                 if hasattr(r, "model") and hasattr(r.model, "backend"):
-                    info["runtime"] = r.model.backend.describe() + (
-                        " (session rebuilt by the bench with allow_spinning=0)" if getattr(r, "rebuilt_session", False) else "")
+                    info["runtime"] = r.model.backend.describe()
                 runners.append(r)
             except Skip as exc:
                 info = {"status": "skipped", "reason": str(exc)}

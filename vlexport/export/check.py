@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from vlexport.artifact import Artifact
 from vlexport.errors import ValidationError
-from vlexport.export.validate import validate_graph, validate_precision
+from vlexport.export.validate import int8_gate, validate_graph, validate_precision
 
 
 def _spec(art: Artifact):
@@ -61,7 +61,7 @@ def validate_artifact(path, backends=None, progress=True) -> dict:
     for backend, precision in checks:
         run, _ = _runner(art, backend, precision)
         label = f"{backend}:{precision} vs onnxruntime:fp32"
-        kw = dict(min_cosine=0.99, min_top1=0.98, n_samples=200) if precision == "int8" else {}
+        kw = dict(n_samples=200, **int8_gate(art.manifest["source"]["weights"])) if precision == "int8" else {}
         try:
             results[label] = validate_precision(fp32, run, spec, f"{backend} {precision}", seen=seen, **kw)
         except ValidationError as exc:

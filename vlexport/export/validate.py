@@ -72,9 +72,10 @@ def parity(ref: np.ndarray, test: np.ndarray) -> dict:
     if r.ndim >= 2 and r.shape[-1] > 1:
         flat_r, flat_t = r.reshape(-1, r.shape[-1]), t.reshape(-1, t.shape[-1])
         out["top1"] = float((flat_r.argmax(-1) == flat_t.argmax(-1)).mean())
+        # top-5: the reference's top-1 is among the candidate's five best
         k = min(5, r.shape[-1])
-        top_r = np.argsort(-flat_r, -1)[:, :k]
-        out["top5"] = float(np.mean([set(a) == set(b) for a, b in zip(top_r, np.argsort(-flat_t, -1)[:, :k])]))
+        top_t = np.argsort(-flat_t, -1)[:, :k]
+        out["top5"] = float(np.mean([a in row for a, row in zip(flat_r.argmax(-1), top_t)]))
     return out
 
 
@@ -82,6 +83,16 @@ def allclose(ref, test, atol: float, rtol: float = 1e-4) -> bool:
     ref, test = np.asarray(ref, np.float64), np.asarray(test, np.float64)
     keep = ref > MASKED
     return bool(np.all(np.abs(ref - test)[keep] <= atol + rtol * np.abs(ref)[keep]))
+
+
+def int8_gate(weights: str) -> dict:
+    """int8 thresholds. Trained checkpoints: top-1 agreement >= 98% (and cosine >= 0.99). Random or
+    tiny weights give near-tied logits (VQA: mean top-2 gap ~0.08 over 3129 labels, the size of int8's
+    error), so top-1 there measures the tie, not the quantization: gate on cosine >= 0.999 and the
+    fp32 answer being in int8's top 5 >= 98%, and report top-1."""
+    if weights == "checkpoint":
+        return {"min_cosine": 0.99, "min_top1": 0.98, "min_top5": None}
+    return {"min_cosine": 0.999, "min_top1": None, "min_top5": 0.98}
 
 
 # ----------------------------------------------------------------------------- runs
@@ -129,13 +140,13 @@ def validate_graph(reference, candidate, spec, seen: dict, atol: float | None = 
 
 
 def validate_precision(reference, candidate, spec, label: str, n_samples: int = 100, batch: int = 10,
-                       min_cosine: float = 0.999, min_top1: float = 0.99, check_grid: bool = True,
-                       seen: dict | None = None, progress=None) -> dict:
+                       min_cosine: float = 0.999, min_top1: float | None = 0.99, min_top5: float | None = None,
+                       check_grid: bool = True, seen: dict | None = None, progress=None) -> dict:
     """A reduced-precision graph against the fp32 graph on `n_samples` random inputs (lengths drawn
-    in range), plus a NaN/inf sweep over the shape grid."""
+    in range), plus a NaN/inf sweep over the shape grid. A threshold of None is reported, not gated."""
     rng = np.random.default_rng(4321)
     axes = spec.axes
-    agree, total, cosines, nonfinite = {}, {}, [], []
+    agree, agree5, total, cosines, nonfinite = {}, {}, {}, [], []
     done = 0
     while done < n_samples:
         b = min(batch, n_samples - done, axes["batch"].max)
@@ -151,6 +162,7 @@ def validate_precision(reference, candidate, spec, label: str, n_samples: int = 
             if name in CLASS_OUTPUTS and "top1" in p:
                 rows = int(np.prod(ref[name].shape[:-1]))
                 agree[name] = agree.get(name, 0) + p["top1"] * rows
+                agree5[name] = agree5.get(name, 0) + p["top5"] * rows
                 total[name] = total.get(name, 0) + rows
         done += sizes["batch"]
         if progress:
@@ -163,17 +175,21 @@ def validate_precision(reference, candidate, spec, label: str, n_samples: int = 
                 if not np.isfinite(a).all():
                     nonfinite.append((name, sizes))
     top1 = {n: agree[n] / total[n] for n in agree}
+    top5 = {n: agree5[n] / total[n] for n in agree5}
     report = {"samples": done, "min_cosine": float(min(cosines)), "mean_cosine": float(np.mean(cosines)),
-              "top1_agreement": top1, "nonfinite": len(nonfinite),
-              "thresholds": {"min_cosine": min_cosine, "min_top1": min_top1}}
+              "top1_agreement": top1, "top5_agreement": top5, "nonfinite": len(nonfinite),
+              "thresholds": {"min_cosine": min_cosine, "min_top1": min_top1, "min_top5": min_top5}}
     problems = []
     if nonfinite:
         problems.append(f"NaN/inf in '{nonfinite[0][0]}' at {nonfinite[0][1]}")
     if report["min_cosine"] < min_cosine:
         problems.append(f"cosine similarity {report['min_cosine']:.5f} < {min_cosine}")
     for n, v in top1.items():
-        if v < min_top1:
+        if min_top1 is not None and v < min_top1:
             problems.append(f"top-1 agreement of '{n}' {v:.3f} < {min_top1}")
+    for n, v in top5.items():
+        if min_top5 is not None and v < min_top5:
+            problems.append(f"top-5 agreement of '{n}' {v:.3f} < {min_top5}")
     report["passed"] = not problems
     if problems:
         raise ValidationError(f"{label} graph fails validation against fp32: " + "; ".join(problems))

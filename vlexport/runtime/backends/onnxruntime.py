@@ -17,8 +17,12 @@ ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor
              "tensor(int32)": np.int32}
 
 
-def make_session(path, threads: int | None = None, providers=None, optimization: str = "all"):
-    """An InferenceSession with our defaults; a graph that does not load is an ArtifactError."""
+def make_session(path, threads: int | None = None, providers=None, optimization: str = "all",
+                 allow_spinning: bool | None = None):
+    """An InferenceSession with our defaults; a graph that does not load is an ArtifactError.
+
+    allow_spinning=False stops idle intra-op threads from busy-waiting after a call: slightly
+    slower alone, much faster when other thread pools (torch, other sessions) share the cores."""
     ort = require("onnxruntime", "running ONNX graphs")
     so = ort.SessionOptions()
     so.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -28,6 +32,8 @@ def make_session(path, threads: int | None = None, providers=None, optimization:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    if allow_spinning is not None:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     try:
         return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
@@ -53,10 +59,11 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, artifact, precision: str = "fp32", providers=None, intra_op_num_threads: int | None = None,
-                 **_):
+                 allow_spinning: bool | None = None, **_):
         super().__init__(artifact, precision)
         path = artifact.graph(precision)
-        self.session = make_session(path, intra_op_num_threads, providers or choose_providers(precision, artifact))
+        self.session = make_session(path, intra_op_num_threads, providers or choose_providers(precision, artifact),
+                                    allow_spinning=allow_spinning)
         self.providers = self.session.get_providers()
         self.device = "cuda" if self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
         self.input_types = {i.name: ORT_TYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
