@@ -28,7 +28,7 @@ class Stages:
         if enabled:
             from rich.console import Console
 
-            self._console = Console(stderr=True)
+            self._console = Console(stderr=True, soft_wrap=True)  # long notes stay one line in logs
 
     def note(self, message: str):
         if self.enabled:

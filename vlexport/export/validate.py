@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vlexport.bench import stats
 from vlexport.errors import ValidationError
 
 MASKED = -1e30  # outputs at or below this are masked entries (finfo.min in the R2P head)
@@ -60,22 +61,17 @@ def parity(ref: np.ndarray, test: np.ndarray) -> dict:
     finite = bool(np.isfinite(test).all())
     r, t = np.where(masked, 0, ref), np.where(masked, 0, test)
     if masked.any() and not (test[masked] <= MASKED).all():
-        finite = finite and False
+        finite = False  # a masked entry came back unmasked
     diff = np.abs(r - t)
-    denom = np.linalg.norm(r) * np.linalg.norm(t)
     out = {
         "max_abs": float(diff.max()) if diff.size else 0.0,
         "max_rel": float((diff / np.maximum(np.abs(r), 1e-6)).max()) if diff.size else 0.0,
-        "cosine": float((r * t).sum() / denom) if denom > 0 else float(np.array_equal(r, t)),
+        "cosine": stats.cosine(r, t),
         "finite": finite,
     }
     if r.ndim >= 2 and r.shape[-1] > 1:
-        flat_r, flat_t = r.reshape(-1, r.shape[-1]), t.reshape(-1, t.shape[-1])
-        out["top1"] = float((flat_r.argmax(-1) == flat_t.argmax(-1)).mean())
-        # top-5: the reference's top-1 is among the candidate's five best
-        k = min(5, r.shape[-1])
-        top_t = np.argsort(-flat_t, -1)[:, :k]
-        out["top5"] = float(np.mean([a in row for a, row in zip(flat_r.argmax(-1), top_t)]))
+        out["top1"] = stats.topk_agreement(r, t, 1)
+        out["top5"] = stats.topk_agreement(r, t, 5)  # the reference's answer among the candidate's five best
     return out
 
 
