@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import torch
 
-HF_CLASSES = ["VisualBertModel", "VisualBertForPreTraining", "VisualBertForQuestionAnswering",
-              "VisualBertForMultipleChoice", "VisualBertForVisualReasoning", "VisualBertForRegionToPhraseAlignment"]
+from vlexport.export.visual_bert import TASKS
+
+# The registry drives the parametrized tests: every architecture vlexport describes is checked
+# against the transformers class of the same name (adding one to TASKS adds its tests).
+HF_CLASSES = list(TASKS)
 
 SMALL = dict(vocab_size=99, hidden_size=32, visual_embedding_dim=12, num_hidden_layers=2, num_attention_heads=4,
              intermediate_size=37, max_position_embeddings=40, num_labels=5,
