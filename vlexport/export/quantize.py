@@ -18,6 +18,7 @@ Choices, measured on full-size VisualBERT-VQA (random weights, 2 CPU threads, AV
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -69,10 +70,18 @@ def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, 
     exclude = list(nodes_to_exclude or []) + (output_layers(model, op_types) if keep_output_layers else [])
     large = model.ByteSize() > 1_900_000_000 if hasattr(model, "ByteSize") else False
     out_onnx.parent.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(model, out_onnx, op_types_to_quantize=list(op_types), per_channel=per_channel,
-                     reduce_range=reduce_range, weight_type=QuantType.QInt8,
-                     nodes_to_exclude=exclude, use_external_data_format=large,
-                     extra_options={"MatMulConstBOnly": True})
+    # The quantizer logs a pre-processing hint on the root logger; it does not apply to these graphs
+    # (shape inference already ran at export), so keep the build's output clean.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(model, out_onnx, op_types_to_quantize=list(op_types), per_channel=per_channel,
+                         reduce_range=reduce_range, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=exclude, use_external_data_format=large,
+                         extra_options={"MatMulConstBOnly": True})
+    finally:
+        root.setLevel(level)
     del model
     q = onnx.load(str(out_onnx), load_external_data=False)
     quant_ops = {"MatMulInteger", "DynamicQuantizeMatMul", "QGemm", "MatMulIntegerToFloat", "QLinearMatMul"}
