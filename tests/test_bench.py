@@ -172,6 +172,22 @@ def test_report_files(tmp_path):
     assert "ort-int8" in text and "MISSED" in text
 
 
+def test_markdown_reports_gpu_device_time_beside_wall_time():
+    """A TensorRT entry carries CUDA-event device time; the report shows both and says what each includes."""
+    from vlexport.bench import report
+
+    res = _fake_result()
+    point = res["points"][0]["results"]
+    assert "GPU device time" not in report.to_markdown(res)  # CPU-only results: no such section
+    point["tensorrt-fp16"] = {**point["ort-fp32"], "p50_ms": 1.25,
+                              "device": {**stats.latency_summary([0.0009, 0.001, 0.0011]),
+                                         "method": "CUDA events around execute_async_v3: host<->device copies excluded"}}
+    md = report.to_markdown(res)
+    section = md.split("## GPU device time", 1)[1]
+    assert "copies excluded" in section
+    assert "| B=1 T=20 V=36 | tensorrt-fp16 | 1.250 | 1.000 |" in section
+
+
 def test_harness_end_to_end_tiny(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")

@@ -469,6 +469,7 @@ def test_engine_threads_and_profiles(trt_artifact):
     rng = np.random.default_rng(1)
     cases = [_feeds(trt_artifact, b, 6 + b, 3 + b, rng) for b in (1, 4, 1, 2)]
     expected = [be.run(f) for f in cases]
+    assert be.last_device_ms is not None and be.last_device_ms > 0  # CUDA-event time of the last call
     errors = []
 
     def work(k):

@@ -135,6 +135,13 @@ def to_markdown(result: dict, title: str = "vlexport benchmark", reading: str = 
     parts += ["## Targets", "", _md_table(["target", "goal", "measured", "status", "what"], target_rows(result)), ""]
     parts += ["## Backends", "", _md_table(BACKEND_COLUMNS, backend_rows(result)), ""]
     parts += ["## Latency per size point", "", _md_table(COLUMNS, rows(result)), ""]
+    gpu = [(p["sizes"], name, e) for p in result.get("points", []) for name, e in p["results"].items() if "device" in e]
+    if gpu:
+        parts += ["## GPU device time", "", gpu[0][2]["device"]["method"] + ".", "",
+                  _md_table(["sizes", "backend", "wall p50 ms", "device p50 ms", "device p90 ms"],
+                            [[_sizes(sizes), name, f"{e['p50_ms']:.3f}",
+                              f"{e['device']['p50_ms']:.3f}", f"{e['device']['p90_ms']:.3f}"]
+                             for sizes, name, e in gpu]), ""]
     w = result.get("wrapper_overhead")
     if w:
         parts += [f"Wrapper overhead (ort-fp32, base sizes, {w['iters']} interleaved calls): `model(**feeds)` p50 "

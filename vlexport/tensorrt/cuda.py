@@ -85,6 +85,20 @@ class _CudaPython:
     def stream_destroy(self, stream: int):
         self._check(self.rt.cudaStreamDestroy(stream), "cudaStreamDestroy")
 
+    def event_create(self) -> int:
+        return int(self._check(self.rt.cudaEventCreate(), "cudaEventCreate"))
+
+    def event_record(self, event: int, stream: int):
+        self._check(self.rt.cudaEventRecord(event, stream), "cudaEventRecord")
+
+    def event_elapsed_ms(self, start: int, end: int) -> float:
+        """Device time between two recorded events (waits for `end`)."""
+        self._check(self.rt.cudaEventSynchronize(end), "cudaEventSynchronize")
+        return float(self._check(self.rt.cudaEventElapsedTime(start, end), "cudaEventElapsedTime"))
+
+    def event_destroy(self, event: int):
+        self._check(self.rt.cudaEventDestroy(event), "cudaEventDestroy")
+
 
 class _Ctypes:
     """libcudart through ctypes, found and loaded by polygraphy.cuda."""
@@ -148,6 +162,24 @@ class _Ctypes:
 
     def stream_destroy(self, stream):
         self._check(self.lib.cudaStreamDestroy(ctypes.c_void_p(stream)), "cudaStreamDestroy")
+
+    def event_create(self) -> int:
+        e = ctypes.c_void_p()
+        self._check(self.lib.cudaEventCreate(ctypes.byref(e)), "cudaEventCreate")
+        return int(e.value or 0)
+
+    def event_record(self, event, stream):
+        self._check(self.lib.cudaEventRecord(ctypes.c_void_p(event), ctypes.c_void_p(stream)), "cudaEventRecord")
+
+    def event_elapsed_ms(self, start, end) -> float:
+        self._check(self.lib.cudaEventSynchronize(ctypes.c_void_p(end)), "cudaEventSynchronize")
+        ms = ctypes.c_float(0.0)
+        self._check(self.lib.cudaEventElapsedTime(ctypes.byref(ms), ctypes.c_void_p(start), ctypes.c_void_p(end)),
+                    "cudaEventElapsedTime")
+        return float(ms.value)
+
+    def event_destroy(self, event):
+        self._check(self.lib.cudaEventDestroy(ctypes.c_void_p(event)), "cudaEventDestroy")
 
 
 _RUNTIME = None

@@ -77,6 +77,10 @@ class TensorRTBackend(Backend):
         if self._context is None:
             raise ArtifactError(f"TensorRT could not create an execution context for '{path}' (out of GPU memory?)")
         self._stream = self._rt.stream_create()
+        # CUDA events around execute_async_v3: device time of the engine alone (host<->device copies
+        # excluded), reported by `vlexport bench` beside wall time (copies included).
+        self._events = (self._rt.event_create(), self._rt.event_create())
+        self.last_device_ms: float | None = None
         self._closed = False
 
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
@@ -161,13 +165,16 @@ class TensorRTBackend(Backend):
                     ctx.set_tensor_address(name, ptr)
                     results[name] = host
                     pending.append((host, ptr))
+            rt.event_record(self._events[0], self._stream)
             if not ctx.execute_async_v3(self._stream):
                 rt.stream_synchronize(self._stream)
                 raise RuntimeError("TensorRT execution failed (execute_async_v3 returned False); see the TensorRT log")
+            rt.event_record(self._events[1], self._stream)
             for host, ptr in pending:
                 if host.nbytes:
                     rt.memcpy_async(host.ctypes.data, ptr, host.nbytes, cuda.D2H, self._stream)
             rt.stream_synchronize(self._stream)
+            self.last_device_ms = rt.event_elapsed_ms(*self._events)
             del keep
         if self.output_device == "cpu":
             results = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in results.items()}
@@ -194,6 +201,8 @@ class TensorRTBackend(Backend):
                 except Exception:
                     pass
             try:
+                for event in getattr(self, "_events", ()):
+                    self._rt.event_destroy(event)
                 self._rt.stream_destroy(self._stream)
             except Exception:
                 pass
