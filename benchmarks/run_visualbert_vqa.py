@@ -4,8 +4,8 @@
     python benchmarks/run_visualbert_vqa.py                       # build into a temp folder, then bench
     python benchmarks/run_visualbert_vqa.py --artifact engines/vqa  # reuse a built artifact (fp16+int8 graphs)
 
-Points: B=1, T=20, V=36 (20 interleaved iterations), and a batch sweep 1..32 (each point stops
-after ~25 s of timing, at least 3 iterations). Writes benchmarks/results/<date>-visualbert-vqa-cpu.{json,md}
+Points: B=1, T=20, V=36 (20 interleaved iterations), a batch sweep 1..32 and a text-length sweep
+8..80 at B=1 (each point stops after ~25 s of timing, at least 3 iterations). Writes benchmarks/results/<date>-visualbert-vqa-cpu.{json,md}
 and PNG plots. About 6-9 minutes on 2 CPU cores, build included.
 """
 
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="uclanlp/visualbert-vqa")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="1,2,4,8,16,32")
+    ap.add_argument("--texts", default="8,20,40,80", help="text lengths swept at B=1, V=36")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--point-seconds", type=float, default=25.0)
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -72,7 +73,8 @@ def main(argv=None) -> int:
 
     opts = BenchOptions(model=str(args.artifact or args.model), random_weights=args.artifact is None,
                         base={"batch": 1, "text": 20, "visual": 36},
-                        sweep={"batch": [int(b) for b in args.batches.split(",")]},
+                        sweep={"batch": [int(b) for b in args.batches.split(",")],
+                               "text": [int(t) for t in args.texts.split(",")]},
                         iters=args.iters, warmup=2, threads=args.threads, max_point_seconds=args.point_seconds,
                         parity_samples=64, wrapper_iters=60)
     result = run_benchmark(opts)
