@@ -38,3 +38,16 @@ def available(module: str) -> bool:
         return True
     except ImportError:
         return False
+
+
+def package_versions(names) -> dict:
+    """{distribution name: version} of those installed (for manifests and benchmark records)."""
+    import importlib.metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out

@@ -22,15 +22,6 @@ import time
 BERT_SHAPES = ((1792, 768, 768), (1792, 768, 3072), (1792, 3072, 768))
 
 
-def _version(module: str):
-    try:
-        from importlib.metadata import version
-
-        return version(module)
-    except Exception:
-        return None
-
-
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -97,9 +88,10 @@ def machine_info(threads: int | None = None) -> dict:
         pass
     from vlexport import __version__
 
-    info["versions"] = {"vlexport": __version__, **{m: _version(m) for m in (
-        "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "transformers", "tensorrt")}}
-    info["versions"] = {k: v for k, v in info["versions"].items() if v}
+    from vlexport._deps import package_versions
+
+    info["versions"] = {"vlexport": __version__, **package_versions(
+        ("numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "transformers", "tensorrt"))}
     try:
         import onnxruntime as ort
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import gc
-import importlib.metadata
 import json
 import resource
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vlexport import ARTIFACT_FORMAT_VERSION, __version__
-from vlexport._deps import require
+from vlexport._deps import package_versions, require
 from vlexport.artifact import file_entry, spec_to_json, staging_dir, write_json_atomic
 from vlexport.progress import Stages
 from vlexport.tasks import AxisRange
@@ -57,13 +56,7 @@ def default_out(model: str) -> Path:
 
 
 def tool_versions() -> dict:
-    out = {"vlexport": __version__}
-    for name in TOOLS:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
+    return {"vlexport": __version__, **package_versions(TOOLS)}
 
 
 def _time_graph(path: Path, spec, threads, repeats: int = 8) -> float:

@@ -233,17 +233,24 @@ class _Pretrained:
                                revision=revision).model
 
 
+def _input_specs(model, with_alignment: bool) -> list:
+    """The head's input specs, built once per model (not on every forward). Like HF, the masks and
+    segment ids may be omitted; QA needs attention_mask (checked in its forward)."""
+    cache = model.__dict__.setdefault("_input_specs", {})
+    if with_alignment not in cache:
+        from vlexport.export.visual_bert import describe
+
+        spec = describe(type(model).__name__, model.config, with_alignment=with_alignment)
+        optional = {"attention_mask", "token_type_ids", "visual_attention_mask", "visual_token_type_ids"}
+        cache[with_alignment] = [replace(s, required=False) if s.name in optional else s for s in spec.inputs]
+    return cache[with_alignment]
+
+
 def _check(model, feeds: dict):
     """Eager-mode input checks against the task description (skipped while exporting)."""
     if _exporting():
         return
-    from vlexport.export.visual_bert import describe
-
-    spec = describe(type(model).__name__, model.config, with_alignment="image_text_alignment" in feeds)
-    # Like HF, the masks and segment ids may be omitted; QA needs attention_mask (see its forward).
-    optional = {"attention_mask", "token_type_ids", "visual_attention_mask", "visual_token_type_ids"}
-    specs = [replace(s, required=False) if s.name in optional else s for s in spec.inputs]
-    sizes = check_inputs(specs, feeds)
+    sizes = check_inputs(_input_specs(model, "image_text_alignment" in feeds), feeds)
     if sizes.get("text", 0) > model.config.max_position_embeddings:
         raise InputError(f"input 'input_ids' has {sizes['text']} tokens; this model's "
                          f"max_position_embeddings is {model.config.max_position_embeddings}")

@@ -126,7 +126,5 @@ def load(path, backend: str = "auto", precision: str = "fp32", verify: bool = Tr
         log.info("vlexport.load: backend %s (%s)", backend, why)
     else:
         why = "asked for"
-    if backend != "torch" and precision not in artifact.manifest.get("graphs", {}) and backend != "tensorrt":
-        artifact.entry("graphs", precision)  # raises with the list of what the artifact has
     impl = backend_class(backend)(artifact, precision=precision, **options)
     return RuntimeModel(artifact, impl, why)

@@ -291,12 +291,7 @@ class DeviceArray:
                 "version": 3, "strides": None, "stream": None}
 
     def numpy(self, stream: int = 0) -> np.ndarray:
-        out = np.empty(self.shape, self.dtype)
-        if self.nbytes:
-            rt = runtime()
-            rt.memcpy_async(out.ctypes.data, self.ptr, self.nbytes, _D2H, stream)
-            rt.stream_synchronize(stream)
-        return out
+        return _to_host(self.ptr, self.shape, self.dtype, stream)
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
@@ -423,10 +418,15 @@ def device_tensor(x, stream: int) -> DeviceTensor:
 
 
 def copy_device_to_host(t: DeviceTensor, stream: int) -> np.ndarray:
-    out = np.empty(t.shape, t.dtype)
-    if t.nbytes:
+    return _to_host(t.ptr, t.shape, t.dtype, stream)
+
+
+def _to_host(ptr: int, shape, dtype, stream: int) -> np.ndarray:
+    """A new host array filled from device memory at `ptr` (synchronous on `stream`)."""
+    out = np.empty(shape, dtype)
+    if out.nbytes:
         rt = runtime()
-        rt.memcpy_async(out.ctypes.data, t.ptr, t.nbytes, _D2H, stream)
+        rt.memcpy_async(out.ctypes.data, ptr, out.nbytes, _D2H, stream)
         rt.stream_synchronize(stream)
     return out
 
