@@ -1,6 +1,7 @@
-"""Shared fixtures: random `transformers` VisualBERT models saved once per session.
+"""Shared fixtures: random `transformers` models saved once per session.
 
-`hf_checkpoint(architecture, fmt="safetensors", seed=0, **config_overrides)` returns an
+`hf_checkpoint(architecture, fmt="safetensors", seed=0, **config_overrides)` (the architecture's
+family kit, `<family>_kit.make_hf_model`, makes the model) returns an
 `HFCheckpoint(model, folder, config)`: the HF model in eval mode and the folder it was saved to
 (save_pretrained; `fmt="bin"` writes a classic `pytorch_model.bin`). Folders are shared across
 tests: copy one (`copy_checkpoint`) before editing its files.
@@ -8,12 +9,19 @@ tests: copy one (`copy_checkpoint`) before editing its files.
 
 from __future__ import annotations
 
+import importlib
 import shutil
 from typing import NamedTuple
 
 import pytest
 
-from hf_oracle import make_hf_model, save_hf_model
+from oracle import save_hf_model
+from vlexport import families
+
+
+def make_hf_model(architecture: str, seed: int = 0, **overrides):
+    kit = importlib.import_module(f"{families.for_architecture(architecture).name}_kit")
+    return kit.make_hf_model(architecture, seed, **overrides)
 
 
 class HFCheckpoint(NamedTuple):

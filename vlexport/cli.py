@@ -1,80 +1,102 @@
 """The `vlexport` command: build, export, predict, inspect, validate, bench.
 
-Any VlexportError becomes a one-line message on stderr and exit code 2 (1 for other failures),
-never a traceback for a user mistake. Heavy imports happen inside each command.
+Any VlexportError becomes a one-line message on stderr and exit code 2 (1 for a failed check),
+never a traceback for a user mistake. Heavy imports happen inside each command. Family-specific
+flags (build options, predict inputs) come from the family registry, so this file names none.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from vlexport import __version__
-from vlexport.errors import VlexportError
+from vlexport.errors import ConfigError, InputError, VlexportError
+from vlexport.specs import AXES
 
-from vlexport.tasks import FLAG_NAMES as AXIS_FLAGS
+
+def _families():
+    from vlexport import families
+
+    return families.all_families()
 
 
 def _add_model_args(p):
-    p.add_argument("--model", required=True, help="hub id, local folder (config.json + weights), or a known "
-                   "public id with --random-weights; 'tiny-visualbert-vqa' is the built-in tiny model")
+    p.add_argument("--model", required=True, help="hub id, local folder (config.json + weights), a known public id "
+                   "with --random-weights, or a built-in tiny model (e.g. tiny-visualbert-vqa)")
     p.add_argument("--task", help="architecture or task name overriding config.json (e.g. question-answering)")
     p.add_argument("--random-weights", action="store_true",
                    help="build the model's public configuration with random weights (offline; for benchmarks/demos)")
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
-    p.add_argument("--out", type=Path, help="artifact folder (default: engines/<model name>)")
-    for axis, flag in AXIS_FLAGS.items():
-        p.add_argument(f"--min-{flag}", type=int, dest=f"min_{axis}", help=f"smallest {axis} size")
-        p.add_argument(f"--opt-{flag}", type=int, dest=f"opt_{axis}", help=f"{axis} size to tune for")
-        p.add_argument(f"--max-{flag}", type=int, dest=f"max_{axis}", help=f"largest {axis} size")
-    p.add_argument("--with-alignment", action="store_true", help="add the image_text_alignment input")
+    p.add_argument("--out", type=Path, help="artifact folder (default: engines/<model name>); an existing folder "
+                   "must be a vlexport artifact (it is replaced only when the new build succeeds)")
+    for axis, (stem, what) in AXES.items():
+        p.add_argument(f"--min-{stem}", type=int, dest=f"min_{axis}", help=f"smallest {what}")
+        p.add_argument(f"--opt-{stem}", type=int, dest=f"opt_{axis}", help=f"{what} to tune for")
+        p.add_argument(f"--max-{stem}", type=int, dest=f"max_{axis}", help=f"largest {what}")
+    seen = set()
+    for fam in _families():
+        for opt in fam.options:
+            if opt.name not in seen:
+                seen.add(opt.name)
+                p.add_argument(f"--{opt.name.replace('_', '-')}", action="store_true", dest=f"opt__{opt.name}",
+                               help=f"{opt.help} ({fam.name})")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim/onnxslim")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads used while validating and timing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def _axes(args, model_cfg_axes) -> dict:
-    """--min/--opt/--max flags on top of the task's default ranges."""
-    from vlexport.tasks import AxisRange
+def axes_from_flags(args, defaults: dict) -> dict:
+    """--min/--opt/--max flags on top of the description's default ranges. A flag for an axis the
+    model does not have, or an --opt outside [min, max], is an error (never silently clamped)."""
+    from vlexport.specs import AxisRange
 
     out = {}
-    for axis in AXIS_FLAGS:
+    for axis, (stem, _) in AXES.items():
         lo, opt, hi = (getattr(args, f"{k}_{axis}", None) for k in ("min", "opt", "max"))
         if lo is None and opt is None and hi is None:
             continue
-        base = model_cfg_axes.get(axis)
+        given = next(f"--{k}-{stem}" for k, v in (("min", lo), ("opt", opt), ("max", hi)) if v is not None)
+        base = defaults.get(axis)
         if base is None:
-            from vlexport.errors import ConfigError
-
-            raise ConfigError(f"--max-{AXIS_FLAGS[axis]} does not apply: this task has no '{axis}' axis")
+            raise ConfigError(f"{given} does not apply: this model has no '{axis}' axis (its axes: {sorted(defaults)})")
         lo = base.min if lo is None else lo
         hi = base.max if hi is None else hi
-        opt = min(max(base.opt if opt is None else opt, lo), hi)
+        if opt is None:
+            opt = min(max(base.opt, lo), hi)
+        elif not lo <= opt <= hi:
+            raise ConfigError(f"--opt-{stem} {opt} is outside [--min-{stem} {lo}, --max-{stem} {hi}]")
         try:
-            out[axis] = AxisRange(lo, opt, hi)
+            out[axis] = AxisRange(lo, opt, hi, base.step)
         except ValueError as exc:
-            from vlexport.errors import ConfigError
-
-            raise ConfigError(f"--{AXIS_FLAGS[axis]} range: {exc}") from None
+            raise ConfigError(f"--{stem} range: {exc}") from None
     return out
 
 
 def _build_kwargs(args, onnx_only: bool) -> dict:
-    from vlexport.export.visual_bert import default_axes
-    from vlexport.models.factory import _architecture
-    from vlexport.models.visual_bert import VisualBertConfig
+    from vlexport._deps import require
 
-    # Default ranges depend on the config (max_position_embeddings): read it cheaply first.
-    from vlexport.hub import model_config
+    for module in ("torch", "onnx", "onnxscript", "onnxruntime"):
+        require(module, f"vlexport {'export' if onnx_only else 'build'}")
+    from vlexport.reference import resolve_architecture
+    from vlexport.sources import model_config
 
+    # default ranges depend on the config (e.g. max_position_embeddings): read it cheaply first
     cfg, _, _ = model_config(args.model, args.random_weights, args.revision)
-    arch = _architecture(cfg, args.task)
-    axes = _axes(args, default_axes(VisualBertConfig.from_dict(cfg), arch))
-    kw = dict(task=args.task, random_weights=args.random_weights, revision=args.revision, axes=axes,
-              with_alignment=args.with_alignment, simplify=not args.no_simplify, threads=args.threads,
-              onnx_only=onnx_only, progress=not args.quiet)
+    family, arch = resolve_architecture(cfg, args.task)
+    given = [k[len("opt__"):] for k, v in vars(args).items() if k.startswith("opt__") and v]
+    own = {o.name for o in family.options}
+    foreign = [name for name in given if name not in own]
+    if foreign:
+        raise ConfigError(f"--{foreign[0].replace('_', '-')} does not apply to {family.name} models")
+    options = {name: True for name in given}
+    defaults = family.describe(arch, family.config_from_dict(cfg), **options).axes
+    kw = dict(task=args.task, random_weights=args.random_weights, revision=args.revision,
+              axes=axes_from_flags(args, defaults), options=options, simplify=not args.no_simplify,
+              threads=args.threads, onnx_only=onnx_only, progress=not args.quiet)
     if not onnx_only:
         kw.update(fp16=args.fp16, int8=args.int8, require_engine=args.require_engine,
                   engine_options={"workspace_gb": args.workspace_gb, "version_compatible": args.version_compatible,
@@ -85,49 +107,26 @@ def _build_kwargs(args, onnx_only: bool) -> dict:
 
 def cmd_build(args, onnx_only=False):
     from vlexport.export.build import build
+    from vlexport.fsutil import check_output_folder
 
-    out = build(args.model, args.out, **_build_kwargs(args, onnx_only))
-    print(out)
+    if args.out is not None:
+        check_output_folder(args.out)  # before any work
+    kw = _build_kwargs(args, onnx_only)
+    print(build(args.model, args.out, **kw))
     return 0
 
 
 def cmd_predict(args):
-    import numpy as np
-
     import vlexport
+    from vlexport import families
 
+    if args.top_k < 1:
+        raise InputError(f"--top-k must be >= 1, got {args.top_k}")
     model = vlexport.load(args.path, backend=args.backend, precision=args.precision)
-    if args.visual_embeds:
-        try:
-            visual = np.load(args.visual_embeds)
-        except (OSError, ValueError) as exc:
-            from vlexport.errors import InputError
-
-            raise InputError(f"--visual-embeds '{args.visual_embeds}' is not a readable .npy file: {exc}") from None
-    else:
-        dim = model.config["visual_embedding_dim"]
-        visual = np.random.default_rng(0).standard_normal((args.regions, dim)).astype(np.float32)
-        print(f"(no --visual-embeds: using {args.regions} random regions of dim {dim})", file=sys.stderr)
-    if visual.ndim == 2 and len(args.text) > 1:  # one image's regions, several questions about it
-        visual = np.broadcast_to(visual, (len(args.text), *visual.shape))
-    inputs = model.processor(text=args.text, visual_embeds=visual, return_tensors="np")
-    outputs = model(**inputs)
-    print(f"backend: {model.backend.describe()}", file=sys.stderr)
-    if "logits" in outputs and outputs.logits.ndim == 2:
-        from rich.console import Console
-        from rich.table import Table
-
-        for text, answers in zip(args.text, model.top_answers(outputs.logits, args.top_k)):
-            table = Table(title=text)
-            table.add_column("answer")
-            table.add_column("logit", justify="right")
-            for label, score in answers:
-                table.add_row(label, f"{score:.4f}")
-            Console().print(table)
-    else:
-        for name, value in outputs.items():
-            print(f"{name}: shape {tuple(value.shape)} {value.dtype}")
-    return 0
+    fam = families.get(model.artifact.family)
+    if fam.predict is None:
+        raise ConfigError(f"`vlexport predict` has no command for {fam.name} artifacts yet; use vlexport.load()")
+    return fam.predict.load()(model, args)
 
 
 def cmd_inspect(args):
@@ -137,20 +136,45 @@ def cmd_inspect(args):
     art = Artifact(args.path, verify=False)
     if args.json:
         print(json.dumps(art.manifest, indent=2))
-        return 0
-    from rich.console import Console
+    else:
+        from rich.console import Console
 
-    console = Console()
-    for table in manifest_tables(art.manifest):
-        console.print(table)
+        console = Console()
+        for table in manifest_tables(art.manifest):
+            console.print(table)
+    if args.verify:
+        res = art.verify_all()
+        for rel, why in res["bad"]:
+            print(f"FAIL {rel}: {why}", file=sys.stderr)
+        for rel in res["unlisted"]:
+            print(f"FAIL {rel}: in the folder but not in the manifest", file=sys.stderr)
+        ok = not res["bad"] and not res["unlisted"]
+        print(f"verify: {len(res['ok'])} file(s) match their SHA-256"
+              + ("" if ok else f"; {len(res['bad']) + len(res['unlisted'])} problem(s)"), file=sys.stderr)
+        return 0 if ok else 1
     return 0
 
 
 def cmd_validate(args):
-    from vlexport.export.check import validate_artifact
+    from vlexport.export.validate_artifact import validate_artifact
 
-    report = validate_artifact(args.path, backends=args.backend, progress=not args.quiet)
+    report = validate_artifact(args.path, backends=args.backend, reference=args.reference, progress=not args.quiet)
     return 0 if report["passed"] else 1
+
+
+def _predict_parser(sub):
+    p = sub.add_parser("predict", help="run an artifact on inputs and print the results (e.g. top answers)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--top-k", type=int, default=5, help="answers to show (>= 1)")
+    seen = set()
+    for fam in _families():
+        for flags, kw in (fam.predict.arguments if fam.predict else ()):
+            if flags[0] not in seen:
+                seen.add(flags[0])
+                p.add_argument(*flags, **kw)
+    p.set_defaults(func=cmd_predict)
 
 
 def main(argv=None) -> int:
@@ -164,45 +188,40 @@ def main(argv=None) -> int:
     p.add_argument("--int8", action="store_true", help="also build a dynamically quantized int8 graph (CPU)")
     p.add_argument("--require-engine", action="store_true", help="fail when the TensorRT engine cannot be built")
     p.add_argument("--workspace-gb", type=float, help="TensorRT workspace memory limit")
-    p.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine")
+    p.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine (loading it "
+                   "needs vlexport.load(..., allow_engine_host_code=True))")
     p.add_argument("--hardware-compatibility", choices=["ampere+", "same_cc"], help="TensorRT hardware compatibility")
     p.add_argument("--refittable", action="store_true", help="TensorRT refittable engine")
     p.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file (default ~/.cache/vlexport)")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("export", help="ONNX only: export, simplify, validate the fp32 graph")
+    p = sub.add_parser("export", help="ONNX only: export, simplify, validate the fp32 graphs")
     _add_model_args(p)
     p.set_defaults(func=lambda a: cmd_build(a, onnx_only=True))
 
-    p = sub.add_parser("predict", help="run an artifact on text + region features and print the top answers")
-    p.add_argument("path", type=Path)
-    p.add_argument("--text", nargs="+", required=True, help="one or more questions")
-    p.add_argument("--visual-embeds", help=".npy file of region features (regions, dim)")
-    p.add_argument("--regions", type=int, default=36, help="random regions when --visual-embeds is not given")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
-    p.add_argument("--top-k", type=int, default=5)
-    p.set_defaults(func=cmd_predict)
+    _predict_parser(sub)
 
     p = sub.add_parser("inspect", help="show an artifact's manifest as tables")
     p.add_argument("path", type=Path)
     p.add_argument("--json", action="store_true", help="print the raw manifest")
+    p.add_argument("--verify", action="store_true", help="check every file's SHA-256 (exit 1 on a mismatch)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("validate", help="compare an artifact's backends (TensorRT, ORT) with fp32 and PyTorch")
     p.add_argument("path", type=Path)
-    p.add_argument("--backend", nargs="+", default=None, help="backends/precisions to check (default: all found)")
+    p.add_argument("--backend", nargs="+", default=None,
+                   help="checks to run, e.g. torch onnxruntime:fp16 tensorrt (default: every one the artifact allows; "
+                        "a check named here that cannot run is a failure)")
+    p.add_argument("--reference", help="the checkpoint folder or hub id a checkpoint artifact was built from (for the "
+                   "PyTorch comparison)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_validate)
 
-    try:
-        from vlexport.bench.cli import add_arguments, run
+    from vlexport.bench.cli import add_arguments, run
 
-        p = sub.add_parser("bench", help="parity and latency side by side across backends")
-        add_arguments(p)
-        p.set_defaults(func=run)
-    except ImportError:
-        pass
+    p = sub.add_parser("bench", help="parity and latency side by side across backends")
+    add_arguments(p)
+    p.set_defaults(func=run)
 
     args = parser.parse_args(argv)
     try:
@@ -210,6 +229,10 @@ def main(argv=None) -> int:
     except VlexportError as exc:
         print(f"vlexport {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `vlexport inspect --json | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130

@@ -42,3 +42,7 @@ class ValidationError(VlexportError):
 
 class MissingDependencyError(VlexportError, ImportError):
     """A feature needs an optional package that is not installed."""
+
+
+class NumericalError(VlexportError, ArithmeticError):
+    """A graph produced NaN or inf for an input (e.g. values beyond fp16's range)."""

@@ -30,9 +30,13 @@ class Stages:
 
             self._console = Console(stderr=True, soft_wrap=True)  # long notes stay one line in logs
 
-    def note(self, message: str):
+    def note(self, message: str, style: str | None = None):
+        """One indented line under the current stage. The text is printed as is (never read as rich
+        markup, so "pip install 'vlexport[gpu]'" keeps its brackets); `style` colours it."""
         if self.enabled:
-            self._console.print(f"      {message}", highlight=False)
+            from rich.text import Text
+
+            self._console.print(Text("      " + message, style=style or ""), highlight=False)
 
     @contextmanager
     def stage(self, label: str, steps: int | None = None):

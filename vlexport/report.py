@@ -1,4 +1,5 @@
-"""Readable tables of an artifact's manifest (`vlexport inspect`)."""
+"""Readable tables of an artifact's manifest (`vlexport inspect`). Every value from the manifest is
+shown as text (never read as rich markup): the manifest is untrusted input."""
 
 from __future__ import annotations
 
@@ -9,58 +10,84 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _simplifier(s: dict) -> str:
+    if not s:
+        return ""
+    if s.get("kept") == "simplified":
+        return f"simplified with {s.get('tool')} ({s.get('simplified_ms')} ms vs raw {s.get('raw_ms')} ms)"
+    if "raw_ms" in s:
+        return f"raw graph kept ({s.get('tool')}: {s.get('simplified_ms')} ms vs raw {s.get('raw_ms')} ms)"
+    return str(s.get("message", "raw graph"))
+
+
 def manifest_tables(m: dict) -> list:
     from rich.table import Table
+    from rich.text import Text
+
+    def T(x):
+        return Text(str(x))
 
     tables = []
-    t = Table(title=f"vlexport artifact: {m['architecture']} ({m['task']})", show_header=False)
-    src = m["source"]
-    for k, v in [("source", f"{src['model']} ({src['weights']} weights)" + (f" @ {src['revision']}" if src.get("revision") else "")),
-                 ("created", m["created"]), ("vlexport", m["vlexport_version"]), ("format", m["format_version"]),
+    t = Table(title=Text(f"vlexport artifact: {m.get('architecture')} ({m.get('task')})"), show_header=False)
+    src = m.get("source") or {}
+    engines = {g: e for g, ge in m.get("graphs", {}).items() for e in [ge.get("engines")] if e}
+    for k, v in [("family", f"{m.get('family')} (pipeline {m.get('pipeline')})"),
+                 ("source", f"{src.get('model')} ({src.get('weights')} weights)"
+                  + (f" @ {src['revision']}" if src.get("revision") else "")),
+                 ("created", m.get("created")), ("vlexport", m.get("vlexport_version")),
+                 ("format", m.get("format_version")),
                  ("exporter", f"{m.get('exporter')} opset {m.get('opset')}"),
-                 ("tools", ", ".join(f"{k} {v}" for k, v in m.get("tools", {}).items())),
-                 ("build", f"{m.get('build', {}).get('seconds')} s, peak RSS {m.get('build', {}).get('peak_rss_mb')} MB"),
-                 ("TensorRT", "engine built" if m.get("engines") else m.get("engine_skipped", "not requested"))]:
-        t.add_row(k, str(v))
-    tables.append(t)
-
-    t = Table(title="inputs and outputs")
-    for col in ("name", "kind", "dims", "dtype"):
-        t.add_column(col)
-    for i in m["inputs"]:
-        t.add_row(i["name"], "input", str(tuple(i["dims"])), i["dtype"])
-    for o in m["outputs"]:
-        t.add_row(o["name"], "output", str(tuple(o["dims"])), o["dtype"])
+                 ("tools", ", ".join(f"{k} {v}" for k, v in (m.get("tools") or {}).items())),
+                 ("build", f"{(m.get('build') or {}).get('seconds')} s, peak RSS "
+                           f"{(m.get('build') or {}).get('peak_rss_mb')} MB"),
+                 ("TensorRT", "engine built" if engines else m.get("engine_skipped", "not requested"))]:
+        t.add_row(T(k), T(v))
+    if m.get("options"):
+        t.add_row(T("options"), T(", ".join(f"{k}={v}" for k, v in m["options"].items())))
     tables.append(t)
 
     t = Table(title="axis ranges (min / opt / max)")
-    for col in ("axis", "min", "opt", "max"):
+    for col in ("axis", "min", "opt", "max", "step"):
         t.add_column(col, justify="right" if col != "axis" else "left")
-    for name, (lo, opt, hi) in m["axes"].items():
-        t.add_row(name, str(lo), str(opt), str(hi))
+    for name, r in (m.get("axes") or {}).items():
+        r = list(r)
+        t.add_row(T(name), *(T(x) for x in r[:3]), T(r[3] if len(r) > 3 else 1))
     tables.append(t)
 
-    t = Table(title="graphs and engines")
-    for col in ("precision", "kind", "file", "MB", "notes"):
-        t.add_column(col)
-    for prec, g in m.get("graphs", {}).items():
-        note = g.get("simplifier", {}).get("message", "") if prec == "fp32" else g.get("converter", g.get("method", ""))
-        t.add_row(prec, "onnx", g["file"], f"{g['bytes'] / 2**20:.1f}", str(note))
-    for prec, e in m.get("engines", {}).items():
-        t.add_row(prec, "tensorrt", e["file"], f"{e.get('bytes', 0) / 2**20:.1f}",
-                  f"TensorRT {e.get('tensorrt_version')} on {e.get('gpu')} (sm {e.get('compute_capability')})")
-    tables.append(t)
+    for gname, g in (m.get("graphs") or {}).items():
+        t = Table(title=Text(f"graph '{gname}': inputs and outputs"))
+        for col in ("name", "kind", "dims", "dtype"):
+            t.add_column(col)
+        for i in g.get("inputs", []):
+            t.add_row(T(i["name"]), T("input"), T(tuple(i["dims"])), T(i["dtype"]))
+        for o in g.get("outputs", []):
+            t.add_row(T(o["name"]), T("output" + (" (class scores)" if o.get("classes") else "")),
+                      T(tuple(o["dims"])), T(o["dtype"]))
+        tables.append(t)
 
-    t = Table(title="validation")
-    for col in ("check", "shapes/samples", "max abs err", "cosine", "top-1", "passed"):
-        t.add_column(col)
-    for key, v in m.get("validation", {}).items():
-        if "worst" in v:
-            err = max(w["max_abs"] for w in v["worst"].values())
-            cos = min(w["cosine"] for w in v["worst"].values())
-            t.add_row(f"{key} vs reference", str(v["shapes"]), _fmt(err), _fmt(cos), "", str(v["passed"]))
-        else:
-            top1 = ", ".join(f"{_fmt(x)}" for x in v.get("top1_agreement", {}).values())
-            t.add_row(f"{key} vs fp32", str(v.get("samples")), "", _fmt(v.get("min_cosine")), top1, str(v["passed"]))
-    tables.append(t)
+        t = Table(title=Text(f"graph '{gname}': files"))
+        for col in ("precision", "kind", "file", "MB", "notes"):
+            t.add_column(col)
+        for prec, e in (g.get("onnx") or {}).items():
+            note = _simplifier(e.get("simplifier", {})) if prec == "fp32" else e.get("converter", e.get("quantizer", ""))
+            t.add_row(T(prec), T("onnx"), T(e.get("file")), T(f"{e.get('bytes', 0) / 2**20:.1f}"), T(note))
+        for prec, e in (g.get("engines") or {}).items():
+            t.add_row(T(prec), T("tensorrt"), T(e.get("file")), T(f"{e.get('bytes', 0) / 2**20:.1f}"),
+                      T(f"TensorRT {e.get('tensorrt_version')} on {e.get('gpu')} (sm {e.get('compute_capability')})"))
+        tables.append(t)
+
+        t = Table(title=Text(f"graph '{gname}': validation"))
+        for col in ("check", "shapes/cases", "largest", "max abs err", "worst row cosine", "top-1", "passed"):
+            t.add_column(col)
+        for key, v in (g.get("validation") or {}).items():
+            if "worst" in v:
+                err = max(w["max_abs_err"] for w in v["worst"].values())
+                cos = min(w["cosine_min"] for w in v["worst"].values())
+                t.add_row(T(f"{key} vs reference"), T(v.get("shapes")), T(""), T(_fmt(err)), T(_fmt(cos)), T(""),
+                          T(v.get("passed")))
+            else:
+                top1 = ", ".join(_fmt(x) for x in v.get("top1_agreement", {}).values())
+                t.add_row(T(f"{key} vs fp32"), T(v.get("cases")), T(v.get("largest", "")), T(""),
+                          T(_fmt(v.get("min_cosine"))), T(top1), T(v.get("passed")))
+        tables.append(t)
     return tables

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlexport.bench.harness import ALL_BACKENDS, BASE_SIZES
+from vlexport.bench.harness import ALL_BACKENDS
 
 
 def _ints(text: str) -> list[int]:
@@ -22,9 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--backends", default=",".join(ALL_BACKENDS),
                    help=f"comma-separated, from {','.join(ALL_BACKENDS)} (default: all; unavailable ones are skipped "
                         f"with the reason)")
-    p.add_argument("--batch", type=_ints, default=[BASE_SIZES["batch"]], help="batch sizes to sweep, e.g. 1,2,4,8,16,32")
-    p.add_argument("--text", type=_ints, default=[BASE_SIZES["text"]], help="text lengths to sweep, e.g. 8,20,40")
-    p.add_argument("--visual", type=_ints, default=[BASE_SIZES["visual"]], help="region counts to sweep, e.g. 10,36,100")
+    p.add_argument("--sizes", action="append", default=[], metavar="AXIS=N[,N...]",
+                   help="sizes to sweep for one axis, e.g. --sizes batch=1,8,32 --sizes text=8,20,40 (default: every "
+                        "axis at its built opt size); the first value of each axis is the base point")
     p.add_argument("--grid", action="store_true", help="the cartesian product of the sweeps (default: one axis at a time "
                                                        "around the first value of each)")
     p.add_argument("--iters", type=int, default=20, help="timed iterations per point (default 20)")
@@ -41,11 +41,26 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+def _sweeps(items) -> dict:
+    out = {}
+    for item in items:
+        axis, sep, values = item.partition("=")
+        if not sep or not axis:
+            raise argparse.ArgumentTypeError(f"--sizes expects AXIS=N[,N...], got '{item}'")
+        out[axis.strip()] = _ints(values)
+    return out
+
+
 def options_from_args(args):
     from vlexport.bench.harness import BenchOptions
+    from vlexport.errors import ConfigError
 
-    base = {"batch": args.batch[0], "text": args.text[0], "visual": args.visual[0]}
-    sweep = {k: v for k, v in (("batch", args.batch), ("text", args.text), ("visual", args.visual)) if len(v) > 1}
+    try:
+        sweeps = _sweeps(args.sizes)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(str(exc)) from None
+    base = {k: v[0] for k, v in sweeps.items() if v}
+    sweep = {k: v for k, v in sweeps.items() if len(v) > 1}
     return BenchOptions(model=args.model, backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
                         base=base, sweep=sweep, grid=args.grid, warmup=args.warmup, iters=args.iters,
                         threads=args.threads, random_weights=args.random_weights, seed=args.seed, pad=not args.no_pad,
@@ -54,9 +69,12 @@ def options_from_args(args):
 
 
 def run(args) -> int:
+    from vlexport._deps import require
     from vlexport.bench import report
-    from vlexport.bench.harness import run_benchmark
+    from vlexport.bench.harness import prefer_passive_threads, run_benchmark
 
+    prefer_passive_threads()
+    require("torch", "vlexport bench (its PyTorch reference)")
     result = run_benchmark(options_from_args(args))
     report.print_report(result)
     if args.out:

@@ -3,6 +3,9 @@
     from vlexport.bench import BenchOptions, run_benchmark
     result = run_benchmark(BenchOptions("engines/visualbert-vqa", sweep={"batch": [1, 8, 32]}))
 
+Generic: the artifact's family (from the registry) gives the description, the dummy inputs, the
+FLOP count and the transformers class of the same name; the size points are axis sizes.
+
 Backends (each skipped with a reason when it cannot run here):
     transformers   HF `transformers` eager, our weights loaded into it (the usual baseline)
     torch          our PyTorch reference model (the parity reference for every other backend)
@@ -31,26 +34,29 @@ from pathlib import Path
 
 import numpy as np
 
-from vlexport.bench import stats
-
-# Two thread pools on few cores: torch's OpenMP workers spin after each call by default, and so do
-# ONNX Runtime's, so interleaving them in one process slowed torch ~25x and ORT ~3x on 2 cores
-# (measured). Passive OpenMP waiting must be set before torch loads libgomp; ORT sessions get
-# allow_spinning=0 (see RuntimeRunner). Either costs < 2% when a backend runs alone.
-if "torch" not in __import__("sys").modules:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from vlexport import metrics
+from vlexport.bench import timing as stats
 
 ALL_BACKENDS = ("transformers", "torch", "ort-fp32", "ort-fp16", "ort-int8", "tensorrt-fp16")
 REFERENCE = "torch"
 BASELINE = "transformers"
-BASE_SIZES = {"batch": 1, "text": 20, "visual": 36}
+
+
+def prefer_passive_threads() -> None:
+    """Two thread pools on few cores: torch's OpenMP workers spin after each call by default, and so
+    do ONNX Runtime's, so interleaving them in one process slowed torch ~25x and ORT ~3x on 2 cores
+    (measured). Passive OpenMP waiting must be set before torch loads libgomp; ORT sessions get
+    allow_spinning=0 (see RuntimeRunner). Either costs < 2% when a backend runs alone. Called by the
+    `vlexport bench` command and the benchmark scripts (a process-wide setting: never on import)."""
+    if "torch" not in __import__("sys").modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @dataclass
 class BenchOptions:
     model: str  # artifact folder, or a model id (built into a temporary folder)
     backends: tuple = ALL_BACKENDS
-    base: dict = field(default_factory=lambda: dict(BASE_SIZES))
+    base: dict = field(default_factory=dict)  # axis sizes of the base point (default: every axis at its opt)
     sweep: dict = field(default_factory=dict)  # axis -> sizes, each varied around `base`
     grid: bool = False  # True: the cartesian product of the sweep instead of one axis at a time
     warmup: int = 3
@@ -66,6 +72,7 @@ class BenchOptions:
     wrapper_iters: int = 40  # 0: skip the wrapper-overhead measurement
     gemm_peak: bool = True
     progress: bool = True
+    targets: dict = field(default_factory=dict)  # name -> goal, checked by evaluate_targets (see the scripts)
 
 
 # ------------------------------------------------------------------------------------------ sweeps
@@ -200,9 +207,8 @@ class TransformersRunner(TorchRunner):
         cls = getattr(transformers, arch, None)
         if cls is None:
             raise Skip(f"transformers {transformers.__version__} has no {arch}")
-        cfg = dict(self.ctx.config_dict)
-        cfg.pop("architectures", None)
-        hf_cfg = transformers.VisualBertConfig(**{k: v for k, v in cfg.items() if k != "extra"})
+        cfg = {k: v for k, v in self.ctx.config_dict.items() if k not in ("architectures", "extra", "model_type")}
+        hf_cfg = transformers.AutoConfig.for_model(self.ctx.config_dict["model_type"], **cfg)
         ours = self.ctx.reference_module()
         self.model = cls(hf_cfg).eval()
         res = self.model.load_state_dict(ours.state_dict(), strict=False)
@@ -230,9 +236,10 @@ class RuntimeRunner(Runner):
         from vlexport.errors import VlexportError
 
         art = self.ctx.artifact
-        kind = "engines" if self.backend == "tensorrt" else "graphs"
-        if self.precision not in art.manifest.get(kind, {}):
-            what = "TensorRT engine" if kind == "engines" else "graph"
+        have = (art.engine_precisions(self.ctx.graph) if self.backend == "tensorrt"
+                else art.precisions(self.ctx.graph))
+        if self.precision not in have:
+            what = "TensorRT engine" if self.backend == "tensorrt" else "graph"
             hint = {"fp16": " (build with --fp16)", "int8": " (build with --int8)"}.get(self.precision, "")
             if self.backend == "tensorrt":
                 hint = f" ({art.manifest.get('engine_skipped') or 'build with --fp16 on a machine with TensorRT and a GPU'})"
@@ -276,32 +283,41 @@ def make_runners(ctx, names) -> list[Runner]:
 
 # ----------------------------------------------------------------------------------------- context
 class Context:
-    """The artifact, its task description, and the reference model (built once, shared)."""
+    """The artifact, its description (one graph), and the reference model (built once, shared)."""
 
     def __init__(self, artifact_path: Path, threads: int):
+        from vlexport import families
         from vlexport.artifact import Artifact
-        from vlexport.export.visual_bert import describe
-        from vlexport.models.visual_bert import VisualBertConfig
 
         self.artifact = Artifact(artifact_path)
+        if len(self.artifact.graph_names) != 1:
+            from vlexport.errors import ConfigError
+
+            raise ConfigError(f"vlexport bench times one-graph artifacts; this one has {self.artifact.graph_names}")
         self.threads = threads
         self.architecture = self.artifact.architecture
         self.config_dict = self.artifact.config
-        self.config = VisualBertConfig.from_dict(self.config_dict)
-        axes = self.artifact.axes
-        self.spec = describe(self.architecture, self.config,
-                             with_alignment="image_text_alignment" in [i.name for i in self.artifact.inputs],
-                             axes={k: v for k, v in axes.items() if k in ("batch", "text", "visual", "choices",
-                                                                           "phrases", "align")})
-        self.output_names = [o.name for o in self.artifact.outputs]
+        self.family = families.get(self.artifact.family)
+        self.config = self.family.config_from_dict(self.config_dict)
+        self.spec = families.describe_artifact(self.artifact)
+        self.graph = self.artifact.graph_names[0]
+        self.graph_spec = self.spec.graph(self.graph)
+        self.axes = self.spec.axes_for(self.graph_spec)
+        self.output_names = self.graph_spec.output_names
         self._reference = None
+
+    def make_inputs(self, sizes, rng, pad):
+        return self.graph_spec.make_inputs(sizes, rng, pad)
+
+    def flops(self, sizes) -> float:
+        return self.family.flops(self.config, self.architecture, sizes) if self.family.flops else float("nan")
 
     def reference_module(self):
         """Our torch model with the artifact's weights (rebuilt from the manifest's source)."""
         if self._reference is None:
-            from vlexport.runtime.backends.torch import TorchBackend
+            from vlexport.runtime.backends.torch import reference_model
 
-            self._reference = TorchBackend(self.artifact, intra_op_num_threads=self.threads).model.eval()
+            self._reference = reference_model(self.artifact).eval()
         return self._reference
 
 
@@ -391,6 +407,8 @@ def run_benchmark(opts: BenchOptions) -> dict:
         path, build_info = resolve_artifact(opts, Path(work))
         result["artifact"] = {"path": str(path), **build_info}
         ctx = Context(path, opts.threads)
+        base = {k: int(opts.base.get(k, r.opt)) for k, r in ctx.axes.items()}
+        result["options"]["base"] = base
         result["model"] = {"source": ctx.artifact.manifest.get("source"), "architecture": ctx.architecture,
                            "task": ctx.artifact.task, "outputs": ctx.output_names}
         names = list(opts.backends)
@@ -398,7 +416,7 @@ def run_benchmark(opts: BenchOptions) -> dict:
             names.insert(0, REFERENCE)  # parity needs the reference even when it is not timed
         runners, backends = [], {}
         rng = np.random.default_rng(opts.seed)
-        first_feeds = ctx.spec.make_inputs(dict(opts.base), np.random.default_rng(opts.seed + 1), opts.pad)
+        first_feeds = ctx.make_inputs(dict(base), np.random.default_rng(opts.seed + 1), opts.pad)
         for r in make_runners(ctx, names):
             _say(opts, f"loading {r.name}")
             info = {"status": "ok"}
@@ -430,23 +448,24 @@ def run_benchmark(opts: BenchOptions) -> dict:
             while left > 0:
                 b = min(8, left)
                 left -= b
-                sizes = {**opts.base, "batch": b,
-                         "text": int(rng.integers(max(2, opts.base["text"] // 2), opts.base["text"] + 1)),
-                         "visual": int(rng.integers(max(1, opts.base["visual"] // 2), opts.base["visual"] + 1))}
-                feeds = ctx.spec.make_inputs(sizes, rng, opts.pad)
+                sizes = {k: (b if k == "batch" else int(rng.integers(max(r.min, base[k] // 2), base[k] + 1)))
+                         for k, r in ctx.axes.items()}
+                sizes = {k: v - v % ctx.axes[k].step for k, v in sizes.items()}
+                feeds = ctx.make_inputs(sizes, rng, opts.pad)
                 want = ref.call(feeds)
                 for r in runners:
                     if r is not ref:
                         got = r.call(feeds)
-                        parts[r.name].append({o: stats.parity(want[o], got[o]) for o in want if o in got})
+                        parts[r.name].append({o: _parity(ctx, o, want[o], got[o]) for o in want if o in got})
             for name, chunks in parts.items():
-                backends[name]["parity"] = {o: stats.merge_parity([c[o] for c in chunks]) for o in chunks[0]} if chunks else {}
+                backends[name]["parity"] = ({o: metrics.merge_parity([c[o] for c in chunks]) for o in chunks[0]}
+                                            if chunks else {})
 
         points = []
-        for sizes in expand_sweep(opts.base, opts.sweep, opts.grid):
+        for sizes in expand_sweep(base, opts.sweep, opts.grid):
             _say(opts, "point " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
-            feeds = ctx.spec.make_inputs(sizes, rng, opts.pad)
-            flops = stats.visualbert_flops(ctx.config, ctx.architecture, sizes)
+            feeds = ctx.make_inputs(sizes, rng, opts.pad)
+            flops = ctx.flops(sizes)
             outs = {}
             for r in timed + ([ref] if ref not in timed and ref is not None else []):
                 for _ in range(max(1, opts.warmup)):
@@ -468,7 +487,7 @@ def run_benchmark(opts: BenchOptions) -> dict:
                                        "method": "CUDA events around execute_async_v3: host<->device copies "
                                                  "excluded (the wall-time figures include them)"}
                 if ref is not None and r is not ref:
-                    entry["parity"] = {o: stats.parity(outs[REFERENCE][o], outs[r.name][o])
+                    entry["parity"] = {o: _parity(ctx, o, outs[REFERENCE][o], outs[r.name][o])
                                        for o in outs[REFERENCE] if o in outs[r.name]}
                 res[r.name] = entry
             if BASELINE in res:
@@ -480,21 +499,21 @@ def run_benchmark(opts: BenchOptions) -> dict:
         ort32 = next((r for r in runners if r.name == "ort-fp32"), None)
         if opts.wrapper_iters and ort32 is not None and hasattr(getattr(ort32.model.backend, "session", None), "run"):
             _say(opts, "wrapper overhead")
-            feeds = ctx.spec.make_inputs(dict(opts.base), rng, opts.pad)
+            feeds = ctx.make_inputs(dict(base), rng, opts.pad)
             result["wrapper_overhead"] = wrapper_overhead(ort32.model, feeds, opts.wrapper_iters)
         del runners, timed, ref, ort32
         gc.collect()
-    result["targets"] = evaluate_targets(result)
+    result["targets"] = evaluate_targets(result, opts.targets)
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     return result
 
 
+def _parity(ctx, name, ref, out):
+    spec = next((o for o in ctx.graph_spec.outputs if o.name == name), None)
+    return metrics.parity(ref, out, classes=bool(spec and spec.classes), masked_below=spec and spec.masked_below)
+
+
 # ------------------------------------------------------------------------------------------ targets
-TARGETS = {  # the CPU targets of the benchmark issue (2 threads, full-size VisualBERT-VQA)
-    "ort_fp32_speedup": 1.5, "ort_int8_speedup": 2.5, "ort_fp32_pct_peak_b32": 80.0, "wrapper_overhead_pct": 3.0,
-}
-
-
 def _point(result, **sizes):
     for p in result.get("points", []):
         if all(p["sizes"].get(k) == v for k, v in sizes.items()):
@@ -502,13 +521,23 @@ def _point(result, **sizes):
     return None
 
 
-def evaluate_targets(result: dict) -> list[dict]:
-    """The issue's targets, as measured in this result (missing measurements are 'not measured')."""
-    base = result["options"]["base"] if "options" in result else BASE_SIZES
+# What each target name measures; the goals belong to the benchmark scripts (benchmarks/*.py).
+TARGET_KINDS = {
+    "ort_fp32_speedup": "ort-fp32 p50 speedup over transformers eager at the base point",
+    "ort_int8_speedup": "ort-int8 p50 speedup over transformers eager at the base point",
+    "ort_fp32_pct_peak_b32": "ort-fp32 achieved GFLOP/s at batch 32 as % of the measured fp32 GEMM peak",
+    "wrapper_overhead_pct": "model(**feeds) over session.run(None, feeds), p50, same session",
+}
+
+
+def evaluate_targets(result: dict, targets: dict | None = None) -> list[dict]:
+    """`targets` ({name in TARGET_KINDS: goal}) as measured in this result ('not measured' when missing)."""
+    base = (result.get("options") or {}).get("base") or {}
     out = []
     p = _point(result, **base)
 
-    def add(name, value, goal, higher=True, what=""):
+    def add(name, value, goal, higher=True):
+        what = TARGET_KINDS[name]
         if value is None:
             out.append({"target": name, "goal": goal, "value": None, "met": None, "what": what})
         else:
@@ -516,15 +545,15 @@ def evaluate_targets(result: dict) -> list[dict]:
             out.append({"target": name, "goal": goal, "value": value, "met": bool(met), "what": what,
                         "margin": value - goal if higher else goal - value})
 
-    sizes = ",".join(f"{k[0].upper()}={v}" for k, v in base.items())
-    for b, key in (("ort-fp32", "ort_fp32_speedup"), ("ort-int8", "ort_int8_speedup")):
-        v = (p or {}).get("results", {}).get(b, {}).get("speedup_vs_transformers")
-        add(key, v, TARGETS[key], what=f"{b} p50 speedup over transformers eager at {sizes}")
-    p32 = _point(result, **{**base, "batch": 32})
-    v = (p32 or {}).get("results", {}).get("ort-fp32", {}).get("pct_peak")
-    add("ort_fp32_pct_peak_b32", v, TARGETS["ort_fp32_pct_peak_b32"],
-        what="ort-fp32 achieved GFLOP/s at batch 32 as % of the measured fp32 GEMM peak")
-    w = (result.get("wrapper_overhead") or {}).get("overhead_pct")
-    add("wrapper_overhead_pct", w, TARGETS["wrapper_overhead_pct"], higher=False,
-        what="model(**feeds) over session.run(None, feeds), p50, same session")
+    for name, goal in (targets or {}).items():
+        if name not in TARGET_KINDS:
+            raise KeyError(f"unknown benchmark target '{name}'; known: {sorted(TARGET_KINDS)}")
+        if name in ("ort_fp32_speedup", "ort_int8_speedup"):
+            b = "ort-fp32" if name == "ort_fp32_speedup" else "ort-int8"
+            add(name, (p or {}).get("results", {}).get(b, {}).get("speedup_vs_transformers"), goal)
+        elif name == "ort_fp32_pct_peak_b32":
+            p32 = _point(result, **{**base, "batch": 32})
+            add(name, (p32 or {}).get("results", {}).get("ort-fp32", {}).get("pct_peak"), goal)
+        else:
+            add(name, (result.get("wrapper_overhead") or {}).get("overhead_pct"), goal, higher=False)
     return out

@@ -1,14 +1,15 @@
-"""`vlexport build`: reference model -> validated ONNX graphs (fp32, fp16, int8) -> TensorRT engine,
-written atomically into one artifact folder with its manifest.
+"""`vlexport build`: reference model -> validated ONNX graphs (fp32, fp16, int8) -> TensorRT engines,
+one set per component graph, written atomically into one artifact folder with its manifest.
 
-Stages: load, export, simplify (keep the faster graph), validate fp32 against PyTorch on a grid
-of unseen shapes, fp16 graph + validation, int8 graph + validation, TensorRT engine (skipped
-with a one-line reason where TensorRT or a GPU is missing). A failed validation fails the build.
+Stages: load; per graph export, simplify (kept only when clearly faster), fp16 conversion, fp32
+validation against PyTorch; then per graph fp16 validation, int8 quantization + validation, the
+TensorRT engine + its validation (skipped with a one-line reason where TensorRT or a GPU is
+missing). A failed validation fails the build and nothing is written. Generic: the family, its
+description and its modules come from the registry.
 """
 
 from __future__ import annotations
 
-import datetime
 import gc
 import json
 import resource
@@ -20,13 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from vlexport import ARTIFACT_FORMAT_VERSION, __version__
+from vlexport import __version__
 from vlexport._deps import package_versions, require
-from vlexport.artifact import file_entry, spec_to_json, staging_dir, write_json_atomic
+from vlexport.artifact import hash_files, new_manifest, onnx_entry
+from vlexport.fsutil import check_output_folder, staging_dir, write_json_atomic
 from vlexport.progress import Stages
-from vlexport.tasks import AxisRange
+from vlexport.specs import AxisRange
 
 TOOLS = ["torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "onnxslim", "tensorrt", "numpy", "tokenizers"]
+# the simplified graph is kept only when it is at least this much faster, in most paired rounds
+SIMPLIFY_MIN_GAIN = 0.10
+SIMPLIFY_MIN_WINS = 0.8
 
 
 @dataclass
@@ -39,12 +44,12 @@ class BuildOptions:
     fp16: bool = False
     int8: bool = False
     axes: dict[str, AxisRange] = field(default_factory=dict)
-    with_alignment: bool = False
+    options: dict = field(default_factory=dict)  # the family's build options (e.g. with_alignment)
     simplify: bool = True
     threads: int | None = None
     fp16_samples: int = 100
     int8_samples: int = 200
-    onnx_only: bool = False  # `vlexport export`: fp32 graph, validated, nothing else
+    onnx_only: bool = False  # `vlexport export`: fp32 graphs, validated, nothing else
     require_engine: bool = False
     engine_options: dict = field(default_factory=dict)  # workspace_gb, version_compatible, ...
     progress: bool = True
@@ -59,23 +64,7 @@ def tool_versions() -> dict:
     return {"vlexport": __version__, **package_versions(TOOLS)}
 
 
-def _time_graph(path: Path, spec, threads, repeats: int = 8) -> float:
-    """Median latency (s) of a graph on ORT at the opt shape (batch 1)."""
-    from vlexport.runtime.backends.onnxruntime import make_session
-
-    sess = make_session(path, threads)
-    sizes = {n: r.opt for n, r in spec.axes.items()}
-    feeds = spec.make_inputs(sizes, np.random.default_rng(0), pad=True)
-    sess.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
-def _session_runner(path, threads):
+def _runner(path, threads):
     from vlexport.runtime.backends.onnxruntime import make_session
 
     sess = make_session(path, threads)
@@ -83,12 +72,47 @@ def _session_runner(path, threads):
     return lambda feeds: dict(zip(names, sess.run(names, feeds)))
 
 
-def _processor_for(loaded):
-    from vlexport.processing.visual_bert import VisualBertProcessor
+def choose_graph(raw: Path, simplified: Path, graph, axes, threads, rounds: int = 7, runs: int = 3) -> dict:
+    """Time both graphs interleaved at the opt shape; keep the simplified one only when its median
+    is >= SIMPLIFY_MIN_GAIN faster and it wins >= SIMPLIFY_MIN_WINS of the rounds. A margin, not a
+    race: the same build keeps the same graph from run to run unless the two are far apart."""
+    from vlexport.runtime.backends.onnxruntime import make_session
 
-    if loaded.weights == "tiny":
-        return VisualBertProcessor.tiny()
-    return VisualBertProcessor.from_pretrained(loaded.model_dir)
+    sizes = {n: r.opt for n, r in axes.items()}
+    feeds = graph.make_inputs(sizes, np.random.default_rng(0), pad=True)
+    sessions = {"raw": make_session(raw, threads), "simplified": make_session(simplified, threads)}
+    for s in sessions.values():
+        s.run(None, feeds)
+    times = {k: [] for k in sessions}
+    for i in range(rounds):
+        for k in (list(sessions) if i % 2 else list(sessions)[::-1]):
+            t = time.perf_counter()
+            for _ in range(runs):
+                sessions[k].run(None, feeds)
+            times[k].append((time.perf_counter() - t) / runs)
+    raw_ms, simp_ms = (float(np.median(times[k])) * 1e3 for k in ("raw", "simplified"))
+    wins = float(np.mean([s < r * (1 - SIMPLIFY_MIN_GAIN) for r, s in zip(times["raw"], times["simplified"])]))
+    keep = simp_ms <= raw_ms * (1 - SIMPLIFY_MIN_GAIN) and wins >= SIMPLIFY_MIN_WINS
+    return {"raw_ms": round(raw_ms, 3), "simplified_ms": round(simp_ms, 3), "wins": wins,
+            "kept": "simplified" if keep else "raw",
+            "rule": f"simplified kept when >= {SIMPLIFY_MIN_GAIN:.0%} faster in >= {SIMPLIFY_MIN_WINS:.0%} of "
+                    f"{rounds} interleaved rounds"}
+
+
+def profile_sizes(profiles, inputs) -> list[dict]:
+    """Axis sizes of every TensorRT profile's min/opt/max shapes (for validating the engine there)."""
+    out = []
+    dims = {i["name"]: i["dims"] for i in inputs}
+    for p in profiles:
+        for k in range(3):
+            sizes = {}
+            for name, shapes in p.items():
+                for d, n in zip(dims[name], shapes[k]):
+                    if isinstance(d, str) and "+" not in d:
+                        sizes[d] = int(n)
+            if sizes not in out:
+                out.append(sizes)
+    return out
 
 
 def build(model: str, out: Path | None = None, **kwargs) -> Path:
@@ -97,164 +121,188 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
     for module in ("torch", "onnx", "onnxscript", "onnxruntime"):
         require(module, "vlexport build")  # name the missing piece before any work starts
     out = Path(opts.out or default_out(opts.model))
-    n_stages = 4 + (not opts.onnx_only) * (opts.fp16 * 3 + opts.int8)
-    st = Stages(n_stages, opts.progress)
+    check_output_folder(out)  # refuse before the work, not after it
+    from vlexport.reference import from_pretrained
+    from vlexport.runtime.backends.torch import graph_modules
+
+    st = Stages(1, opts.progress)
     t0 = time.perf_counter()
-
     with st.stage(f"Loading {opts.model}" + (" (random weights)" if opts.random_weights else "")):
-        from vlexport.export.visual_bert import describe
-        from vlexport.models.factory import from_pretrained
-
         loaded = from_pretrained(opts.model, opts.task, random_weights=opts.random_weights, revision=opts.revision)
-        spec = describe(loaded.architecture, loaded.config, with_alignment=opts.with_alignment, axes=opts.axes)
-        processor = _processor_for(loaded)
-        if processor.vocab_size != loaded.config.vocab_size:
-            st.note(f"[yellow]warning:[/yellow] the tokenizer has {processor.vocab_size} tokens but the model's "
-                    f"vocab_size is {loaded.config.vocab_size}: put the model's own tokenizer.json or vocab.txt "
-                    f"in its folder")
+        family = loaded.family
+        spec = family.describe(loaded.architecture, loaded.config, axes=opts.axes or None, **opts.options)
+        processor = family.load_processor(loaded.model_dir, loaded.weights)
+    n_graphs = len(spec.graphs)
+    precisions = not opts.onnx_only
+    st.total = 1 + n_graphs * (3 + precisions * (2 * opts.fp16 + opts.int8) + (precisions and opts.fp16))
     st.note(f"{loaded.architecture} ({spec.task}), {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M "
-            f"parameters; axes " + ", ".join(f"{k} {r.min}..{r.max}" for k, r in spec.axes.items()))
+            f"parameters; graphs {', '.join(g.name for g in spec.graphs)}; axes "
+            + ", ".join(f"{k} {r.min}..{r.max}" for k, r in spec.axes.items()))
+    if getattr(processor, "vocab_size", None) not in (None, getattr(loaded.config, "vocab_size", None)):
+        st.note(f"warning: the tokenizer has {processor.vocab_size} tokens but the model's vocab_size is "
+                f"{loaded.config.vocab_size}: put the model's own tokenizer.json or vocab.txt in its folder", "yellow")
 
-    manifest = {
-        "format_version": ARTIFACT_FORMAT_VERSION, "vlexport_version": __version__, "complete": False,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"model": opts.model, "revision": opts.revision, "weights": loaded.weights, "seed": 0,
-                   "model_dir": str(loaded.model_dir.resolve()) if loaded.model_dir else None},
-        "architecture": loaded.architecture, "task": spec.task, "config": loaded.config.to_dict(),
-        **spec_to_json(spec), "notes": spec.notes, "tools": tool_versions(), "graphs": {}, "validation": {},
-        "engines": {},
-    }
+    source = {"model": opts.model, "revision": opts.revision, "weights": loaded.weights, "seed": 0,
+              "model_dir": str(loaded.model_dir.resolve()) if loaded.model_dir else None}
+    manifest = new_manifest(spec, source, loaded.config.to_dict())
+    manifest["tools"] = tool_versions()
+    modules = graph_modules(loaded.model, [g.name for g in spec.graphs])
+    runners = {}
 
     with staging_dir(out) as stage, tempfile.TemporaryDirectory(prefix="vlexport-") as scratch:
         scratch = Path(scratch)
-        with st.stage("Exporting to ONNX"):
-            from vlexport.export.onnx_export import export_onnx
+        for graph in spec.graphs:
+            entry, axes, stem = manifest["graphs"][graph.name], spec.axes_for(graph), graph.file_stem
+            with st.stage(f"Exporting '{graph.name}' to ONNX"):
+                from vlexport.export.onnx_export import export_onnx
 
-            # each candidate graph lives in its own folder under the final name, so keeping one is a move
-            raw = scratch / "raw" / "model.onnx"
-            raw.parent.mkdir()
-            export_facts = export_onnx(loaded.model, spec, raw)
-        manifest.update(opset=export_facts["opset"], exporter=export_facts["exporter"],
-                        trace_sizes=export_facts["trace_sizes"])
+                # each candidate lives in its own folder under the final name, so keeping one is a move
+                raw = scratch / graph.name / "raw" / f"{stem}.onnx"
+                raw.parent.mkdir(parents=True)
+                facts = export_onnx(modules[graph.name], graph, axes, raw)
+            entry["trace_sizes"] = facts["trace_sizes"]
+            manifest.update(opset=facts["opset"], exporter=facts["exporter"])
 
-        with st.stage("Simplifying (and timing raw vs simplified on ONNX Runtime)"):
-            from vlexport.export.simplify import simplify
+            with st.stage(f"Simplifying '{graph.name}' (kept only when clearly faster on ONNX Runtime)"):
+                from vlexport.export.simplify import simplify
 
-            chosen, simp = raw, {"tool": "none", "message": "disabled (--no-simplify)"}
-            if opts.simplify:
-                simplified = scratch / "simplified" / "model.onnx"
-                simplified.parent.mkdir()
-                tool, message = simplify(raw, simplified)
-                simp = {"tool": tool, "message": message}
-                if tool != "none":
-                    t_raw = _time_graph(raw, spec, opts.threads)
-                    t_simp = _time_graph(simplified, spec, opts.threads)
-                    simp.update(raw_ms=round(t_raw * 1e3, 3), simplified_ms=round(t_simp * 1e3, 3))
-                    if t_simp <= t_raw:
-                        chosen = simplified
-                    simp["kept"] = "simplified" if chosen != raw else "raw"
-            for f in chosen.parent.iterdir():
-                shutil.move(str(f), stage / f.name)
-        st.note(simp["message"] + (f"; raw {simp['raw_ms']} ms vs simplified {simp['simplified_ms']} ms at the opt "
-                                   f"shape -> kept {simp['kept']}" if "kept" in simp else ""))
-        manifest["graphs"]["fp32"] = file_entry(stage, "model.onnx", simplifier=simp)
+                chosen, simp = raw, {"tool": "none", "message": "disabled (--no-simplify)", "kept": "raw"}
+                if opts.simplify:
+                    simplified = scratch / graph.name / "simplified" / f"{stem}.onnx"
+                    simplified.parent.mkdir(parents=True)
+                    tool, message = simplify(raw, simplified)
+                    simp = {"tool": tool, "message": message, "kept": "raw"}
+                    if tool != "none":
+                        simp.update(choose_graph(raw, simplified, graph, axes, opts.threads))
+                        if simp["kept"] == "simplified":
+                            chosen = simplified
+                for f in chosen.parent.iterdir():
+                    shutil.move(str(f), stage / f.name)
+            st.note(_simplify_note(simp))
+            entry["onnx"]["fp32"] = onnx_entry(stage, f"{stem}.onnx", simplifier=simp)
 
-        # fp16 conversion before validation: the torch model and the fp32 session are not alive yet,
-        # which keeps the build's peak memory lower (a full-size build stays under 4 GB).
-        if opts.fp16 and not opts.onnx_only:
-            with st.stage("Converting to mixed precision (fp16)"):
-                from vlexport.export.fp16 import convert_fp16
+            # fp16 conversion before validation: the fp32 session is not alive yet, which keeps the
+            # build's peak memory lower (a full-size build stays under 4 GB)
+            if opts.fp16 and precisions:
+                with st.stage(f"Converting '{graph.name}' to mixed precision (fp16)"):
+                    from vlexport.export.fp16 import convert_fp16
 
-                facts = convert_fp16(stage / "model.onnx", stage / "model.fp16.onnx")
-            manifest["graphs"]["fp16"] = file_entry(stage, "model.fp16.onnx", **facts)
+                    facts16 = convert_fp16(stage / f"{stem}.onnx", stage / f"{stem}.fp16.onnx",
+                                           graph.fp16_keep_fp32_ops)
+                entry["onnx"]["fp16"] = onnx_entry(stage, f"{stem}.fp16.onnx", **facts16)
 
-        from vlexport.export.validate import int8_gate, torch_reference, validate_graph, validate_precision
+            from vlexport.export.validate import shape_grid, torch_reference, validate_graph
 
-        fp32 = _session_runner(stage / "model.onnx", opts.threads)
-        with st.stage("Validating fp32 graph against PyTorch on unseen shapes", steps=6) as advance:
-            report = validate_graph(torch_reference(loaded.model), fp32, spec, export_facts["trace_sizes"],
-                                    progress=advance)
-        manifest["validation"]["fp32"] = report
-        loaded.model = None  # the reference is no longer needed: free its weights before the next graphs
+            runners[graph.name] = _runner(stage / f"{stem}.onnx", opts.threads)
+            n = len(shape_grid(axes, entry["trace_sizes"]))
+            with st.stage(f"Validating '{graph.name}' fp32 against PyTorch on {n} unseen shapes", steps=n) as adv:
+                rep = validate_graph(torch_reference(modules[graph.name]), runners[graph.name], graph, axes,
+                                     entry["trace_sizes"], progress=adv)
+            entry["validation"]["fp32"] = rep
+            st.note(f"{rep['shapes']} shapes, worst max-abs error " +
+                    ", ".join(f"{k} {v['max_abs_err']:.2e}" for k, v in rep["worst"].items()))
+        modules = loaded.model = None  # the reference is no longer needed: free its weights
         gc.collect()
-        st.note(f"{report['shapes']} shapes, worst max-abs error " +
-                ", ".join(f"{k} {v['max_abs']:.2e}" for k, v in report["worst"].items()))
 
-        if opts.fp16 and not opts.onnx_only:
-            with st.stage("Validating fp16 graph on {} random inputs (ORT CPU)".format(opts.fp16_samples),
-                          steps=-(-opts.fp16_samples // 10)) as adv:
-                rep = validate_precision(fp32, _session_runner(stage / "model.fp16.onnx", opts.threads), spec,
-                                         "fp16", n_samples=opts.fp16_samples, seen=export_facts["trace_sizes"],
-                                         progress=adv)
-            manifest["validation"]["fp16"] = rep
-            st.note(f"fp16 vs fp32: min cosine {rep['min_cosine']:.6f}, top-1 agreement "
-                    + ", ".join(f"{k} {v:.3f}" for k, v in rep["top1_agreement"].items()) + ", no NaN/inf")
+        if precisions:
+            for graph in spec.graphs:
+                _reduced_precisions(graph, spec, manifest, stage, runners[graph.name], opts, st)
 
-        if opts.int8 and not opts.onnx_only:
-            with st.stage(f"Quantizing to int8 (dynamic) and validating on {opts.int8_samples} inputs",
-                          steps=-(-opts.int8_samples // 10)) as adv:
-                from vlexport.export.quantize import quantize_int8
-
-                facts = quantize_int8(stage / "model.onnx", stage / "model.int8.onnx")
-                rep = validate_precision(fp32, _session_runner(stage / "model.int8.onnx", opts.threads), spec,
-                                         "int8", n_samples=opts.int8_samples, check_grid=False, progress=adv,
-                                         **int8_gate(loaded.weights))
-            manifest["graphs"]["int8"] = file_entry(stage, "model.int8.onnx", **(facts or {}))
-            manifest["validation"]["int8"] = rep
-            st.note(f"int8 vs fp32: min cosine {rep['min_cosine']:.5f}, top-1 agreement "
-                    + ", ".join(f"{k} {v:.3f}" for k, v in rep["top1_agreement"].items()) + ", fp32 answer in "
-                    "int8 top-5 " + ", ".join(f"{k} {v:.3f}" for k, v in rep["top5_agreement"].items()))
-
-        if opts.fp16 and not opts.onnx_only:
-            with st.stage("Building the TensorRT engine"):
-                engine, message = _engine(stage, manifest, opts)
-            if engine:
-                manifest["engines"]["fp16"] = engine
-            else:
-                manifest["engine_skipped"] = message
-            st.note(message)
-            if engine:
-                st.total += 1
-                with st.stage("Validating the TensorRT engine against the fp32 graph",
-                              steps=-(-opts.fp16_samples // 10)) as adv:
-                    manifest["validation"]["tensorrt_fp16"] = _validate_engine(
-                        stage, manifest, fp32, spec, export_facts["trace_sizes"], opts, adv)
-
-        (stage / "config.json").write_text(json.dumps(loaded.config.to_dict(), indent=2) + "\n")
+        (stage / "config.json").write_text(json.dumps(manifest["config"], indent=2) + "\n")
         processor.save_pretrained(stage)
         manifest["build"] = {"seconds": round(time.perf_counter() - t0, 1), "stage_seconds":
                              {k: round(v, 2) for k, v in st.timings.items()},
                              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                              "stage_peak_rss_mb": dict(st.peak_mb)}
+        manifest["files"] = hash_files(stage)
         manifest["complete"] = True
         write_json_atomic(stage / "manifest.json", manifest)
     if opts.progress:
         from rich.console import Console
+        from rich.text import Text
 
-        Console(stderr=True).print(f"[bold]Built[/bold] {out} in {manifest['build']['seconds']}s "
-                                   f"(peak RSS {manifest['build']['peak_rss_mb']} MB)", highlight=False)
+        Console(stderr=True).print(Text(f"Built {out} in {manifest['build']['seconds']}s "
+                                        f"(peak RSS {manifest['build']['peak_rss_mb']} MB)", style="bold"))
     return out
 
 
-def _validate_engine(stage: Path, manifest: dict, fp32, spec, seen, opts: BuildOptions, progress) -> dict:
+def _simplify_note(simp: dict) -> str:
+    if "raw_ms" not in simp:
+        return simp["message"]
+    what = simp["message"] if simp["kept"] == "simplified" else f"{simp['tool']} ran, raw graph kept"
+    return (f"{what}: raw {simp['raw_ms']} ms vs simplified {simp['simplified_ms']} ms at the opt shape "
+            f"({simp['rule']})")
+
+
+def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOptions, st: Stages):
+    """fp16 validation, int8 quantization + validation, and the TensorRT engine of one graph."""
+    from vlexport.export.validate import int8_gate, precision_cases, validate_precision
+
+    entry, axes, stem = manifest["graphs"][graph.name], spec.axes_for(graph), graph.file_stem
+    seen = entry["trace_sizes"]
+    if opts.fp16:
+        n = len(precision_cases(axes, opts.fp16_samples, seen))
+        with st.stage(f"Validating '{graph.name}' fp16 on {n} inputs over the whole range (ORT CPU)", steps=n) as adv:
+            rep = validate_precision(fp32, _runner(stage / f"{stem}.fp16.onnx", opts.threads), graph, axes,
+                                     f"the fp16 '{graph.name}' graph", n_samples=opts.fp16_samples,
+                                     min_cosine=graph.fp16_cosine, seen=seen, progress=adv)
+        entry["validation"]["fp16"] = rep
+        st.note(_precision_note("fp16", rep))
+
+    if opts.int8:
+        gate = int8_gate(manifest["source"]["weights"])
+        n = len(precision_cases(axes, opts.int8_samples, seen))
+        with st.stage(f"Quantizing '{graph.name}' to int8 (dynamic) and validating on {n} inputs", steps=n) as adv:
+            from vlexport.export.quantize import quantize_int8
+
+            facts = quantize_int8(stage / f"{stem}.onnx", stage / f"{stem}.int8.onnx")
+            rep = validate_precision(fp32, _runner(stage / f"{stem}.int8.onnx", opts.threads), graph, axes,
+                                     f"the int8 '{graph.name}' graph", n_samples=opts.int8_samples, seen=seen,
+                                     progress=adv, **gate)
+        entry["onnx"]["int8"] = onnx_entry(stage, f"{stem}.int8.onnx", **(facts or {}))
+        entry["validation"]["int8"] = rep
+        st.note(_precision_note("int8", rep))
+
+    if opts.fp16:
+        from vlexport.tensorrt.engine import maybe_build_engine
+
+        with st.stage(f"Building the TensorRT engine of '{graph.name}'"):
+            engine, message = maybe_build_engine(stage, manifest, graph.name, require=opts.require_engine,
+                                                 options=opts.engine_options)
+        st.note(message)
+        if not engine:
+            manifest["engine_skipped"] = message
+            return
+        entry["engines"]["fp16"] = engine
+        from vlexport.tensorrt.profiles import profiles_from_json
+
+        extra = profile_sizes(profiles_from_json(engine["profiles"]), entry["inputs"])
+        st.total += 1
+        n = len(precision_cases(axes, opts.fp16_samples, seen, extra))
+        with st.stage(f"Validating the TensorRT engine of '{graph.name}' against fp32 on {n} inputs "
+                      f"(every profile's min/opt/max included)", steps=n) as adv:
+            entry["validation"]["tensorrt_fp16"] = _validate_engine(stage, manifest, graph, axes, fp32, seen, extra,
+                                                                    opts, adv)
+
+
+def _precision_note(label, rep) -> str:
+    top1 = ", ".join(f"{k} {v:.3f}" for k, v in rep["top1_agreement"].items())
+    return (f"{label} vs fp32 on {rep['cases']} inputs up to {rep['largest']}: worst per-row cosine "
+            f"{rep['min_cosine']:.6f}" + (f", top-1 agreement {top1}" if top1 else "") + ", no NaN/inf")
+
+
+def _validate_engine(stage: Path, manifest: dict, graph, axes, fp32, seen, extra, opts: BuildOptions, progress):
     """The engine against the fp32 graph, with the fp16 graph's thresholds (fails the build)."""
     from vlexport.artifact import Artifact
     from vlexport.export.validate import validate_precision
     from vlexport.runtime.backends.tensorrt import TensorRTBackend
 
-    write_json_atomic(stage / "manifest.json", {**manifest, "complete": True})  # provisional, in staging
-    backend = TensorRTBackend(Artifact(stage), precision="fp16")
+    # a provisional manifest, never marked complete: only this build opens the staging folder
+    write_json_atomic(stage / "manifest.json", {**manifest, "files": hash_files(stage)})
+    backend = TensorRTBackend(Artifact(stage, allow_incomplete=True), graph.name, precision="fp16")
     try:
-        return validate_precision(fp32, backend.run, spec, "TensorRT fp16", n_samples=opts.fp16_samples,
-                                  seen=seen, progress=progress)
+        return validate_precision(fp32, backend.run, graph, axes, f"the TensorRT '{graph.name}' engine",
+                                  n_samples=opts.fp16_samples, min_cosine=graph.fp16_cosine, seen=seen,
+                                  extra_sizes=extra, progress=progress)
     finally:
         backend.close()
-
-
-def _engine(stage: Path, manifest: dict, opts: BuildOptions):
-    """The TensorRT step: (entry, message); entry None when skipped (or raises with --require-engine)."""
-    try:
-        from vlexport.tensorrt.engine import maybe_build_engine
-    except ImportError as exc:  # the module itself is torch-free; this is a packaging problem
-        return None, f"TensorRT engine skipped: {exc}"
-    return maybe_build_engine(stage, manifest, require=opts.require_engine, options=opts.engine_options)

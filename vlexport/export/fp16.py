@@ -48,8 +48,9 @@ def _nodes_needing_fp32(model) -> list[str]:
     return blocked
 
 
-def convert_fp16(src: Path, dst: Path) -> dict:
-    """Write the mixed-precision graph. Returns facts for the manifest."""
+def convert_fp16(src: Path, dst: Path, keep_fp32_ops=()) -> dict:
+    """Write the mixed-precision graph (`keep_fp32_ops`: the graph description's extra fp32 op
+    types, on top of KEEP_FP32_OPS). Returns facts for the manifest."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -58,15 +59,16 @@ def convert_fp16(src: Path, dst: Path) -> dict:
         if not node.name:
             node.name = f"node_{i}"
     blocked = _nodes_needing_fp32(model)
-    fp16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=KEEP_FP32_OPS,
+    ops = list(dict.fromkeys([*KEEP_FP32_OPS, *keep_fp32_ops]))
+    fp16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=ops,
                                     node_block_list=blocked, disable_shape_infer=model.ByteSize() > 2**31 - 1)
-    removed = _drop_fp16_round_trips(fp16, set(KEEP_FP32_OPS), set(blocked))
+    removed = _drop_fp16_round_trips(fp16, set(ops), set(blocked))
     _toposort(fp16.graph)  # the converter appends its output casts last; checkers and parsers want order
     del fp16.graph.value_info[:]  # stale fp32 annotations conflict with the new types; the checker re-infers
     _save(fp16, Path(dst))
     onnx.checker.check_model(str(dst), full_check=True)
     n16 = sum(1 for t in fp16.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
-    return {"converter": "onnxruntime.transformers.float16", "fp32_ops": KEEP_FP32_OPS,
+    return {"converter": "onnxruntime.transformers.float16", "fp32_ops": ops,
             "fp32_nodes_for_range": blocked, "fp16_initializers": n16, "io_types": "float32",
             "fp16_round_trips_removed": removed}
 

@@ -334,9 +334,10 @@ class DeviceTensor:
     """A view of someone else's CUDA memory: pointer, shape, dtype, contiguity. `keepalive` holds
     whatever must stay referenced (the DLPack capsule, the source object) until the work is done."""
 
-    def __init__(self, ptr, shape, dtype, contiguous, keepalive, device_id=0):
+    def __init__(self, ptr, shape, dtype, contiguous, keepalive, device_id=0, strides=None):
         self.ptr, self.shape, self.dtype = int(ptr), tuple(shape), np.dtype(dtype)
         self.contiguous, self.keepalive, self.device_id = contiguous, keepalive, device_id
+        self.strides = None if strides is None else tuple(int(s) for s in strides)  # in elements
 
     @property
     def nbytes(self):
@@ -393,7 +394,7 @@ def _from_capsule(capsule, name: bytes) -> DeviceTensor:
         raise InputError(f"unsupported DLPack dtype (code {t.dtype.code}, bits {t.dtype.bits}, lanes {t.dtype.lanes})")
     dtype = np.dtype(np.bool_) if code == "b" else np.dtype(f"{code}{t.dtype.bits // 8}")
     return DeviceTensor((t.data or 0) + t.byte_offset, shape, dtype, _c_contiguous(shape, strides),
-                        capsule, t.device.device_id)
+                        capsule, t.device.device_id, strides)
 
 
 def device_tensor(x, stream: int) -> DeviceTensor:
@@ -414,7 +415,23 @@ def device_tensor(x, stream: int) -> DeviceTensor:
     strides_elems = None if strides is None else tuple(int(s) // dtype.itemsize for s in strides)
     if cai.get("stream") not in (None, 0):
         runtime().stream_synchronize(int(cai["stream"]))  # 1, 2: the legacy / per-thread default streams
-    return DeviceTensor(cai["data"][0] or 0, shape, dtype, _c_contiguous(shape, strides_elems), x)
+    return DeviceTensor(cai["data"][0] or 0, shape, dtype, _c_contiguous(shape, strides_elems), x,
+                        strides=strides_elems)
+
+
+def to_host_strided(x, stream: int = 0) -> np.ndarray:
+    """A contiguous host copy of a (possibly strided, even negatively) CUDA tensor: the span of
+    device memory it covers is copied, then viewed with its strides and compacted on the host."""
+    t = device_tensor(x, stream)
+    if t.strides is None or t.contiguous:
+        return copy_device_to_host(t, stream)
+    item = t.dtype.itemsize
+    offsets = [(n - 1) * s for n, s in zip(t.shape, t.strides)]
+    lo = sum(o for o in offsets if o < 0)
+    hi = sum(o for o in offsets if o > 0)
+    span = _to_host(t.ptr + lo * item, (hi - lo + 1,), t.dtype, stream)
+    view = np.lib.stride_tricks.as_strided(span[-lo:], shape=t.shape, strides=[s * item for s in t.strides])
+    return np.ascontiguousarray(view)
 
 
 def copy_device_to_host(t: DeviceTensor, stream: int) -> np.ndarray:

@@ -20,16 +20,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 from vlexport._deps import require as _require
-from vlexport.artifact import file_entry
 from vlexport.errors import ArtifactError, ConfigError, MissingDependencyError
+from vlexport.fsutil import write_atomic
 from vlexport.tensorrt.profiles import profile_ranges_text, profiles_from_manifest, profiles_to_json
 
-ENGINE_FILE = "model.fp16.plan"
+ENGINE_FILE = "model.fp16.plan"  # of the graph named "model"; others: <graph>.fp16.plan
 MIN_TENSORRT = (10, 12)
 HARDWARE_LEVELS = {None: "NONE", "ampere+": "AMPERE_PLUS", "same_cc": "SAME_COMPUTE_CAPABILITY"}
 _log = logging.getLogger("vlexport.tensorrt")
@@ -109,24 +108,6 @@ def network_flags(trt) -> int:
 def default_timing_cache_path() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "vlexport" / "trt-timing.cache"
-
-
-def _write_atomic(path: Path, data) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(memoryview(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _make_logger(trt, log, verbose: bool):
@@ -236,10 +217,10 @@ def build_engine(onnx_path, out_path, profiles, workspace_gb: float | None = Non
     if serialized is None:
         detail = "\n  ".join(logger.errors[-20:]) or "(TensorRT logged no error; rerun with verbose=True)"
         raise EngineBuildError(f"TensorRT failed to build an engine from '{onnx_path.name}':\n  {detail}")
-    _write_atomic(out_path, serialized)
+    write_atomic(out_path, serialized)
     if cache_path is not None:
         try:
-            _write_atomic(cache_path, config.get_timing_cache().serialize())
+            write_atomic(cache_path, config.get_timing_cache().serialize())
         except OSError as exc:  # a read-only home must not fail the build
             log(f"could not save the timing cache to {cache_path}: {exc}")
 
@@ -247,10 +228,9 @@ def build_engine(onnx_path, out_path, profiles, workspace_gb: float | None = Non
                "hardware_compatibility": hardware_compatibility, "refittable": bool(refittable),
                "builder_optimization_level": builder_optimization_level,
                "timing_cache": cache_path is not None, "strongly_typed": True}
-    return file_entry(out_path.parent, out_path.name, tensorrt_version=str(trt.__version__),
-                      gpu=gpu["name"], compute_capability=gpu["compute_capability"],
-                      source_graph=onnx_path.name, profiles=profiles_to_json(profiles), options=options,
-                      build_seconds=round(seconds, 2))
+    return {"file": out_path.name, "bytes": out_path.stat().st_size, "tensorrt_version": str(trt.__version__),
+            "gpu": gpu["name"], "compute_capability": gpu["compute_capability"], "source_graph": onnx_path.name,
+            "profiles": profiles_to_json(profiles), "options": options, "build_seconds": round(seconds, 2)}
 
 
 # --------------------------------------------------------------------------- compatibility
@@ -314,10 +294,11 @@ def require_compatible(entry: dict, where: str = "this artifact") -> None:
 
 # --------------------------------------------------------------------------- called by the build
 
-def maybe_build_engine(artifact_dir, manifest: dict, require: bool = False, options: dict | None = None):
-    """Build the fp16 engine into `artifact_dir` when TensorRT and a GPU are here.
+def maybe_build_engine(artifact_dir, manifest: dict, graph: str = "model", require: bool = False,
+                       options: dict | None = None):
+    """Build the fp16 engine of one graph into `artifact_dir` when TensorRT and a GPU are here.
 
-    Returns (entry, message): entry is the manifest["engines"]["fp16"] entry, or None with a
+    Returns (entry, message): entry is the graph's engines["fp16"] entry, or None with a
     one-line reason when the engine was skipped. With require=True (`--require-engine`), a missing
     package raises MissingDependencyError and a missing GPU, graph or failed build ArtifactError.
     options: build_engine keywords (workspace_gb, timing_cache, version_compatible,
@@ -348,18 +329,19 @@ def maybe_build_engine(artifact_dir, manifest: dict, require: bool = False, opti
     ok, reason = gpu_status()
     if not ok:
         return skip(reason, MissingDependencyError if "pip install" in reason else ArtifactError)
-    graph = manifest.get("graphs", {}).get("fp16")
-    if not graph:
-        return skip("the artifact has no fp16 graph to build it from")
-    onnx_path = artifact_dir / graph["file"]
-    profiles = profiles_from_manifest(manifest, strategy)
+    fp16 = manifest.get("graphs", {}).get(graph, {}).get("onnx", {}).get("fp16")
+    if not fp16:
+        return skip(f"the artifact has no fp16 graph for '{graph}' to build it from")
+    onnx_path = artifact_dir / fp16["file"]
+    profiles = profiles_from_manifest(manifest, graph, strategy)
+    engine_file = ENGINE_FILE if graph == "model" else f"{graph}.fp16.plan"
     try:
-        entry = build_engine(onnx_path, artifact_dir / ENGINE_FILE, profiles, **options)
+        entry = build_engine(onnx_path, artifact_dir / engine_file, profiles, **options)
     except EngineBuildError as exc:
         if require:
             raise
         return None, f"TensorRT engine skipped: the build failed ({str(exc).splitlines()[0]})"
     entry["profile_strategy"] = strategy
     mib = entry["bytes"] / (1 << 20)
-    return entry, (f"TensorRT engine built: {ENGINE_FILE} ({mib:.1f} MiB, TensorRT {entry['tensorrt_version']}, "
+    return entry, (f"TensorRT engine built: {engine_file} ({mib:.1f} MiB, TensorRT {entry['tensorrt_version']}, "
                    f"{entry['gpu']}, {len(profiles)} profile(s), {entry['build_seconds']:.0f} s)")

@@ -45,32 +45,35 @@ def _manifest(artifact) -> dict:
     return artifact if isinstance(artifact, dict) else artifact.manifest
 
 
-def _graph_key(manifest: dict, precision: str) -> str:
-    graph = manifest.get("graphs", {}).get(precision)
-    if not graph:
-        raise ArtifactError(f"the artifact has no {precision} graph for the TensorRT execution provider; "
-                            f"it has {sorted(manifest.get('graphs', {})) or 'none'}")
-    digest = graph.get("files", {}).get(graph["file"])
-    return (digest or Path(graph["file"]).stem)[:16]
+def _graph_key(manifest: dict, graph: str, precision: str) -> str:
+    entry = manifest.get("graphs", {}).get(graph, {}).get("onnx", {}).get(precision)
+    if not entry:
+        have = sorted(manifest.get("graphs", {}).get(graph, {}).get("onnx", {}))
+        raise ArtifactError(f"the artifact has no {precision} graph for '{graph}' for the TensorRT execution provider; "
+                            f"it has {have or 'none'}")
+    digest = manifest.get("files", {}).get(entry["file"], {}).get("sha256")
+    return (digest or Path(entry["file"]).stem)[:16]
 
 
 def tensorrt_provider_options(artifact, cache_dir=None, precision: str = "fp16", input_names=None,
                               profile_strategy: str = "auto", workspace_gb: float | None = None,
-                              device_id: int = 0) -> tuple[str, dict]:
+                              device_id: int = 0, graph: str = "model") -> tuple[str, dict]:
     """(provider name, options) for onnxruntime.InferenceSession(providers=[...]).
 
     artifact: an Artifact or its manifest dict. cache_dir: where engines and the timing cache go
-    (default ~/.cache/vlexport/ort-trt). input_names: restrict the profiles to the graph's actual
-    inputs (default: every manifest input). Values are strings, as ORT parses them.
+    (default ~/.cache/vlexport/ort-trt; never inside the artifact, which stays read-only).
+    input_names: restrict the profiles to the graph's actual inputs (default: every manifest input
+    of `graph`). Values are strings, as ORT parses them.
     """
     manifest = _manifest(artifact)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    engine_dir = cache_dir / _graph_key(manifest, precision)
-    inputs = manifest["inputs"]
+    engine_dir = cache_dir / _graph_key(manifest, graph, precision)
+    inputs = manifest["graphs"][graph]["inputs"]
     if input_names is not None:
         wanted = set(input_names)
         inputs = [i for i in inputs if i["name"] in wanted]
-    profiles = build_profiles(inputs, manifest["axes"], profile_strategy)
+    used = {t for i in inputs for d in i["dims"] if isinstance(d, str) for t in d.split("+")}
+    profiles = build_profiles(inputs, {k: v for k, v in manifest["axes"].items() if k in used}, profile_strategy)
     options = {
         "device_id": str(int(device_id)),
         "trt_engine_cache_enable": "1",

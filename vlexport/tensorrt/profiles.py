@@ -22,7 +22,7 @@ The rule (`strategy="auto"`):
 from __future__ import annotations
 
 from vlexport.errors import ConfigError, InputError
-from vlexport.tasks import AxisRange
+from vlexport.specs import AxisRange
 
 Shape = tuple
 Profile = dict  # {input name: (min_shape, opt_shape, max_shape)}
@@ -34,7 +34,7 @@ def _as_range(name, value) -> AxisRange:
     if isinstance(value, AxisRange):
         return value
     try:
-        lo, opt, hi = (int(v) for v in value)
+        lo, opt, hi = (int(v) for v in list(value)[:3])
     except (TypeError, ValueError):
         raise ConfigError(f"axis '{name}' needs [min, opt, max], got {value!r}") from None
     try:
@@ -54,7 +54,14 @@ def _input_dims(inputs) -> dict[str, tuple]:
 
 
 def _shape(dims, axes, pick) -> Shape:
-    return tuple(int(d) if isinstance(d, int) else int(pick(d, axes[d])) for d in dims)
+    """Concrete shape of `dims`; a derived dim ("past+1") is the sum of its terms' picks."""
+    out = []
+    for d in dims:
+        if isinstance(d, int):
+            out.append(int(d))
+        else:
+            out.append(sum(int(t) if t.isdigit() else int(pick(t, axes[t])) for t in d.split("+")))
+    return tuple(out)
 
 
 def build_profiles(inputs, axes, strategy: str = "auto") -> list[Profile]:
@@ -68,8 +75,9 @@ def build_profiles(inputs, axes, strategy: str = "auto") -> list[Profile]:
         raise ConfigError("cannot make optimization profiles for a model without inputs")
     for name, ds in dims.items():
         for d in ds:
-            if isinstance(d, str) and d not in ranges:
-                raise ConfigError(f"input '{name}' uses axis '{d}' ({ds}), which has no range; "
+            missing = [t for t in (d.split("+") if isinstance(d, str) else []) if not t.isdigit() and t not in ranges]
+            if missing:
+                raise ConfigError(f"input '{name}' uses axis '{missing[0]}' ({ds}), which has no range; "
                                   f"known axes: {sorted(ranges)}")
             if not isinstance(d, (str, int)):
                 raise ConfigError(f"input '{name}' has a dimension {d!r} that is neither an axis name nor an int")
@@ -81,7 +89,7 @@ def build_profiles(inputs, axes, strategy: str = "auto") -> list[Profile]:
                        _shape(ds, table, lambda a, r: r.max)) for name, ds in dims.items()}
 
     batch = ranges.get("batch")
-    used = {d for ds in dims.values() for d in ds if isinstance(d, str)}
+    used = {t for ds in dims.values() for d in ds if isinstance(d, str) for t in d.split("+")}
     if strategy == "single" or batch is None or "batch" not in used or batch.min != 1 or batch.max < 2:
         return [make({})]
     throughput_opt = batch.opt if batch.opt >= 2 else batch.max
@@ -89,9 +97,12 @@ def build_profiles(inputs, axes, strategy: str = "auto") -> list[Profile]:
             make({"batch": AxisRange(2, throughput_opt, batch.max)})]
 
 
-def profiles_from_manifest(manifest: dict, strategy: str = "auto") -> list[Profile]:
-    """`build_profiles` on a manifest's "inputs" and "axes"."""
-    return build_profiles(manifest["inputs"], manifest["axes"], strategy)
+def profiles_from_manifest(manifest: dict, graph: str = "model", strategy: str = "auto") -> list[Profile]:
+    """`build_profiles` on one graph of a (format 2) manifest: its "inputs" and the axes they use."""
+    inputs = manifest["graphs"][graph]["inputs"]
+    used = {t for i in inputs for d in i["dims"] if isinstance(d, str) for t in d.split("+")}
+    axes = {k: v for k, v in manifest["axes"].items() if k in used}
+    return build_profiles(inputs, axes, strategy)
 
 
 def profiles_to_json(profiles) -> list[dict]:

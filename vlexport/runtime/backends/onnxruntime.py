@@ -1,8 +1,12 @@
 """ONNX Runtime backend: one InferenceSession per artifact graph, reused for every call.
 
-Providers by what is installed: TensorRT EP (fp16 graph, engine cache in the artifact) > CUDA >
-CPU. On CUDA, inputs and outputs go through I/O binding; device tensors that expose
-`__cuda_array_interface__` (torch, CuPy) are bound by pointer, without a host round trip.
+Providers by what is installed: TensorRT EP (fp16 graph; engine cache in ~/.cache/vlexport, never
+inside the artifact) > CUDA > CPU. On CUDA, inputs and outputs go through I/O binding; device
+tensors (`__cuda_array_interface__` or DLPack: torch, CuPy) are bound by pointer on their own
+device, after their producer's stream is synchronized; non-contiguous ones are copied to the host
+first (ORT binds dense buffers only). OrtValues from another session pass straight through, so a
+pipeline's graphs can hand outputs to each other without a numpy round trip (`keep_on_device`).
+`InferenceSession.run` is thread-safe; each call makes its own I/O binding.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from vlexport.errors import ArtifactError, InputError
 from vlexport.runtime.backends.base import Backend
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-             "tensor(int32)": np.int32}
+             "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
 
 def make_session(path, threads: int | None = None, providers=None, optimization: str = "all",
@@ -41,33 +45,38 @@ def make_session(path, threads: int | None = None, providers=None, optimization:
                             f"(corrupted or incomplete file? rebuild the artifact)") from None
 
 
-def choose_providers(precision: str, artifact=None) -> list:
+def choose_providers(precision: str, artifact=None, graph: str = "model") -> list:
     ort = require("onnxruntime", "running ONNX graphs")
     available = ort.get_available_providers()
     chosen = []
     if "TensorrtExecutionProvider" in available and precision == "fp16" and artifact is not None:
         from vlexport.tensorrt.ort_provider import tensorrt_provider_options
 
-        chosen.append(tensorrt_provider_options(artifact, artifact.path / "ort-trt-cache"))
+        chosen.append(tensorrt_provider_options(artifact, graph=graph))
     if "CUDAExecutionProvider" in available:
         chosen.append("CUDAExecutionProvider")
     chosen.append("CPUExecutionProvider")
     return chosen
 
 
+def _is_ortvalue(x) -> bool:
+    return type(x).__name__ == "OrtValue" and hasattr(x, "device_name")
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, artifact, precision: str = "fp32", providers=None, intra_op_num_threads: int | None = None,
-                 allow_spinning: bool | None = None, **_):
-        super().__init__(artifact, precision)
-        path = artifact.graph(precision)
-        self.session = make_session(path, intra_op_num_threads, providers or choose_providers(precision, artifact),
+    def __init__(self, artifact, graph: str = "model", precision: str = "fp32", providers=None,
+                 intra_op_num_threads: int | None = None, allow_spinning: bool | None = None, **_):
+        super().__init__(artifact, graph, precision)
+        path = artifact.onnx_file(graph, precision)
+        self.session = make_session(path, intra_op_num_threads, providers or choose_providers(precision, artifact, graph),
                                     allow_spinning=allow_spinning)
         self.providers = self.session.get_providers()
         self.device = "cuda" if self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
         self.input_types = {i.name: ORT_TYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._ort = require("onnxruntime", "running ONNX graphs")
 
     @classmethod
     def availability(cls):
@@ -77,27 +86,46 @@ class OnnxRuntimeBackend(Backend):
             return False, str(exc)
         return True, ""
 
-    def run(self, feeds: dict) -> dict:
+    def run(self, feeds: dict, keep_on_device: bool = False) -> dict:
         if self.device == "cpu":
+            if keep_on_device or any(_is_ortvalue(v) for v in feeds.values()):
+                values = {k: v if _is_ortvalue(v) else self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v))
+                          for k, v in feeds.items()}
+                outs = self.session.run_with_ort_values(self.output_names, values)
+                if keep_on_device:
+                    return dict(zip(self.output_names, outs))
+                return {n: o.numpy() for n, o in zip(self.output_names, outs)}
             outs = self.session.run(self.output_names, feeds)
             return dict(zip(self.output_names, outs))
-        return self._run_bound(feeds)
+        return self._run_bound(feeds, keep_on_device)
 
-    def _run_bound(self, feeds):
-        """GPU path: I/O binding, device pointers for CUDA tensors, outputs copied to host."""
+    def _run_bound(self, feeds, keep_on_device=False):
+        """GPU path: I/O binding; CUDA tensors bound by pointer (see the module docstring)."""
+        from vlexport.tensorrt import cuda
+
         binding = self.session.io_binding()
+        keep = []
         for name, x in feeds.items():
-            cai = getattr(x, "__cuda_array_interface__", None)
-            if cai is not None:
-                want = self.input_types[name]
-                if np.dtype(cai["typestr"]) != want:
-                    raise InputError(f"input '{name}' is a CUDA tensor of {cai['typestr']}; expected {np.dtype(want)}")
-                binding.bind_input(name, "cuda", 0, want, list(cai["shape"]), cai["data"][0])
+            want = self.input_types[name]
+            if _is_ortvalue(x):
+                binding.bind_ortvalue_input(name, x)
+            elif cuda.is_device_tensor(x):
+                t = cuda.device_tensor(x, stream=0)  # syncs the producer's stream (CAI) or orders it (DLPack)
+                keep.append(t.keepalive)
+                if t.dtype != want:
+                    raise InputError(f"input '{name}' is a CUDA tensor of {t.dtype}; expected {np.dtype(want)}")
+                if not t.contiguous or t.nbytes == 0:
+                    binding.bind_cpu_input(name, np.ascontiguousarray(cuda.to_host_strided(x), dtype=want))
+                else:
+                    binding.bind_input(name, "cuda", int(t.device_id), want, list(t.shape), t.ptr)
             else:
-                binding.bind_cpu_input(name, np.ascontiguousarray(x))
+                binding.bind_cpu_input(name, np.ascontiguousarray(x, dtype=want))
         for name in self.output_names:
             binding.bind_output(name, "cuda")
         self.session.run_with_iobinding(binding)
+        del keep
+        if keep_on_device:
+            return dict(zip(self.output_names, binding.get_outputs()))
         return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))
 
     def describe(self):

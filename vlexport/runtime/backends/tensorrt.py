@@ -45,8 +45,9 @@ class TensorRTBackend(Backend):
 
         return tensorrt_status()
 
-    def __init__(self, artifact, precision: str = "fp16", output_device: str = "cpu", **options):
-        super().__init__(artifact, precision)
+    def __init__(self, artifact, graph: str = "model", precision: str = "fp16", output_device: str = "cpu",
+                 allow_engine_host_code: bool = False, **options):
+        super().__init__(artifact, graph, precision)
         if output_device not in ("cpu", "cuda"):
             raise ConfigError(f"output_device must be 'cpu' or 'cuda', got {output_device!r}")
         from vlexport.tensorrt import cuda
@@ -59,15 +60,19 @@ class TensorRTBackend(Backend):
         self._lock = threading.Lock()
         self._buffers = {}
         trt = import_tensorrt("the TensorRT backend")
-        entry = artifact.entry("engines", precision)
+        entry = artifact.engine_entry(graph, precision)
         require_compatible(entry, where=f"'{artifact.path}'")
-        path = artifact.engine(precision)  # checks the recorded SHA-256
+        host_code = bool(entry.get("options", {}).get("version_compatible"))
+        if host_code and not allow_engine_host_code:
+            raise ArtifactError(f"the TensorRT engine of '{artifact.path}' is version-compatible: it embeds "
+                                f"TensorRT's lean runtime (host code), which vlexport runs only when the caller opts "
+                                f"in: vlexport.load(..., allow_engine_host_code=True) for an artifact you trust")
+        path = artifact.engine_file(graph, precision)  # checks the recorded SHA-256
         self._rt = cuda.runtime()
 
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        if entry.get("options", {}).get("version_compatible"):
-            # a version-compatible plan embeds its lean runtime (host code): trust it, it is ours
+        if host_code:  # the caller opted in (checked above); never because the manifest says so
             self._runtime.engine_host_code_allowed = True
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
@@ -96,7 +101,7 @@ class TensorRTBackend(Backend):
                 for k in range(self._engine.num_optimization_profiles)]
         except Exception:  # fall back to what the build recorded
             self._profiles = profiles_from_json(entry["profiles"])
-        self._dims = {i.name: tuple(i.dims) for i in artifact.inputs}
+        self._dims = {i.name: tuple(i.dims) for i in artifact.inputs(graph)}
         self._active_profile = 0
         self._gpu = entry.get("gpu")
         self._trt_version = trt.__version__
@@ -109,12 +114,10 @@ class TensorRTBackend(Backend):
         if cuda.is_device_tensor(x):
             t = cuda.device_tensor(x, self._stream)
             keep.append(t.keepalive)
-            if not t.contiguous:
-                raise InputError(f"input '{name}' is a non-contiguous CUDA tensor (shape {t.shape}); "
-                                 f"pass a contiguous one (e.g. x.contiguous())")
-            if t.dtype == want and t.nbytes > 0:
+            if t.contiguous and t.dtype == want and t.nbytes > 0:
                 return t.ptr, t.shape
-            x = cuda.copy_device_to_host(t, self._stream)  # dtype differs (or empty): convert on the host
+            # strided, another dtype, or empty: compact/convert through the host (correct, not fast)
+            x = cuda.to_host_strided(x, self._stream) if not t.contiguous else cuda.copy_device_to_host(t, self._stream)
         a = np.ascontiguousarray(cuda.to_host(x), dtype=want)
         keep.append(a)
         ptr = self._buffers[name].ensure(a.nbytes)
@@ -122,7 +125,7 @@ class TensorRTBackend(Backend):
             self._rt.memcpy_async(ptr, a.ctypes.data, a.nbytes, cuda.H2D, self._stream)
         return ptr, a.shape
 
-    def run(self, feeds: dict) -> dict:
+    def run(self, feeds: dict, keep_on_device: bool = False) -> dict:
         from vlexport.tensorrt.profiles import select_profile
 
         unknown = [k for k, v in feeds.items() if v is not None and k not in self._dtypes]
@@ -155,7 +158,7 @@ class TensorRTBackend(Backend):
                 if any(d < 0 for d in shape):
                     raise RuntimeError(f"TensorRT could not infer the shape of output '{name}' ({shape})")
                 dtype = self._dtypes[name]
-                if self.output_device == "cuda":
+                if self.output_device == "cuda" or keep_on_device:
                     arr = cuda.DeviceArray(shape, dtype)
                     ctx.set_tensor_address(name, arr.ptr)
                     results[name] = arr
@@ -176,7 +179,7 @@ class TensorRTBackend(Backend):
             rt.stream_synchronize(self._stream)
             self.last_device_ms = rt.event_elapsed_ms(*self._events)
             del keep
-        if self.output_device == "cpu":
+        if self.output_device == "cpu" and not keep_on_device:
             results = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in results.items()}
         return results
 

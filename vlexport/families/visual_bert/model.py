@@ -1,6 +1,7 @@
 """VisualBERT (Li et al., 2019) in plain PyTorch, written for export.
 
-Reads top to bottom: config -> embeddings -> encoder -> pooler -> the six heads. Module and
+Reads top to bottom: embeddings -> encoder -> pooler -> the six heads (the config dataclass is
+in config.py, torch-free, so descriptions and the runtime can read it without torch). Module and
 parameter names mirror HF `transformers` so public checkpoints load by their state-dict keys.
 
 Export-friendly choices (all numerically equal to HF in fp32):
@@ -12,75 +13,19 @@ Export-friendly choices (all numerically equal to HF in fp32):
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlexport.errors import ConfigError, InputError
+from vlexport.errors import InputError
+from vlexport.families.visual_bert.config import VisualBertConfig
 from vlexport.outputs import ModelOutput
-from vlexport.tasks import check_inputs
+from vlexport.specs import check_inputs
 
 MASK_VALUE = -10000.0  # additive mask for padded keys: exp(-1e4) == 0 in fp32 and fp16 alike
-
-
-@dataclass
-class VisualBertConfig:
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    visual_embedding_dim: int = 512
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    bypass_transformer: bool = False
-    tie_word_embeddings: bool = True
-    id2label: dict | None = None
-    architectures: list | None = None
-    num_labels: int = 2
-    extra: dict = field(default_factory=dict)  # every other config.json key, kept for round trips
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "VisualBertConfig":
-        names = {f.name for f in fields(cls)} - {"extra"}
-        kw = {k: v for k, v in d.items() if k in names}
-        if kw.get("id2label"):
-            kw["id2label"] = {int(k): v for k, v in kw["id2label"].items()}
-            kw["num_labels"] = len(kw["id2label"])
-        cfg = cls(**kw, extra={k: v for k, v in d.items() if k not in names})
-        cfg.validate()
-        return cfg
-
-    @classmethod
-    def from_json_file(cls, path) -> "VisualBertConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        d = {**self.extra, **{k: v for k, v in d.items() if v is not None}, "model_type": "visual_bert"}
-        if self.id2label:
-            d["id2label"] = {str(k): v for k, v in self.id2label.items()}
-            d["label2id"] = {v: k for k, v in self.id2label.items()}
-        return d
-
-    def validate(self):
-        if self.bypass_transformer:
-            # HF's bypass path indexes the extended mask with a size-1 axis and raises; no public
-            # checkpoint uses it, so there is nothing to match. Refuse rather than guess.
-            raise ConfigError("bypass_transformer=True is not supported: transformers' implementation of it "
-                              "fails at run time and no public VisualBERT checkpoint uses it")
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"hidden_size {self.hidden_size} is not a multiple of "
-                              f"num_attention_heads {self.num_attention_heads}")
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ConfigError(f"hidden_act '{self.hidden_act}' is not supported; known: {sorted(_ACTIVATIONS)}")
 
 
 _ACTIVATIONS = {
@@ -227,10 +172,21 @@ class _Pretrained:
     @classmethod
     def from_pretrained(cls, path_or_id: str, random_weights: bool = False, revision: str | None = None):
         """Load from a local folder or hub id (weights by HF state-dict keys), as this class."""
-        from vlexport.models.factory import from_pretrained
+        from vlexport.reference import from_pretrained
 
         return from_pretrained(path_or_id, architecture=cls.__name__, random_weights=random_weights,
                                revision=revision).model
+
+    def checkpoint_aliases(self) -> dict:
+        """{checkpoint key: our key} for keys stored under another name (HF ties the decoder bias)."""
+        return {"cls.predictions.decoder.bias": "cls.predictions.bias"}
+
+    def tied_weights(self) -> dict:
+        """{our key: the key it is tied to}: keys a checkpoint may omit (HF drops tied weights on save)."""
+        cls = getattr(self, "cls", None)
+        if self.config.tie_word_embeddings and hasattr(cls, "predictions"):
+            return {"cls.predictions.decoder.weight": "visual_bert.embeddings.word_embeddings.weight"}
+        return {}
 
 
 def _input_specs(model, with_alignment: bool) -> list:
@@ -238,12 +194,16 @@ def _input_specs(model, with_alignment: bool) -> list:
     segment ids may be omitted; QA needs attention_mask (checked in its forward)."""
     cache = model.__dict__.setdefault("_input_specs", {})
     if with_alignment not in cache:
-        from vlexport.export.visual_bert import describe
+        from vlexport.families.visual_bert.describe import describe
 
         spec = describe(type(model).__name__, model.config, with_alignment=with_alignment)
-        optional = {"attention_mask", "token_type_ids", "visual_attention_mask", "visual_token_type_ids"}
-        cache[with_alignment] = [replace(s, required=False) if s.name in optional else s for s in spec.inputs]
+        # eager calls may omit every input that has an HF default (QA's attention_mask is checked in its forward)
+        cache[with_alignment] = [replace(s, required=False) if s.name in _OPTIONAL else s
+                                 for s in spec.graphs[0].inputs]
     return cache[with_alignment]
+
+
+_OPTIONAL = {"attention_mask", "token_type_ids", "visual_attention_mask", "visual_token_type_ids"}
 
 
 def _check(model, feeds: dict):

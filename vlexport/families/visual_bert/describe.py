@@ -1,4 +1,4 @@
-"""Export descriptions of the six VisualBERT heads (plain data; no torch).
+"""Export descriptions of the six VisualBERT heads (plain data; no torch): one graph, "model".
 
 Axis names: batch, text (tokens), visual (regions), choices (MultipleChoice), phrases
 (RegionToPhraseAlignment), align (alignment slots per region, with image_text_alignment).
@@ -9,7 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from vlexport.errors import ConfigError, UnknownModelError
-from vlexport.tasks import AxisRange, InputSpec, OutputSpec, TaskSpec
+from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec
+
+FAMILY = "visual_bert"
+MASKED = -1e30  # region-to-phrase logits of masked regions hold finfo(float32).min, as HF
 
 # architecture (config.json "architectures") -> task name used on the CLI and in manifests
 TASKS = {
@@ -43,19 +46,27 @@ def _lead(architecture):
     return ("batch", "choices") if architecture == "VisualBertForMultipleChoice" else ("batch",)
 
 
-def describe(architecture: str, config, with_alignment: bool = False, axes: dict | None = None) -> TaskSpec:
-    """The TaskSpec of one VisualBERT head for this config."""
+def describe(architecture: str, config, axes: dict | None = None, with_alignment: bool = False) -> ModelSpec:
+    """The ModelSpec of one VisualBERT head for this config (axes: ranges overriding the defaults)."""
     if architecture not in TASKS:
         raise UnknownModelError(f"unknown VisualBERT architecture '{architecture}'; known: {sorted(TASKS)}")
     lead = _lead(architecture)
     ids = dict(dtype="int64")
+    # QA reads the token before [SEP] from the mask: HF needs it, so it has no default there
+    mask_default = None if architecture == "VisualBertForQuestionAnswering" else 1
     inputs = [
         InputSpec("input_ids", (*lead, "text"), low=0, high=config.vocab_size, doc="token ids", **ids),
-        InputSpec("attention_mask", (*lead, "text"), low=0, high=2, doc="1 for real tokens, 0 for padding", **ids),
-        InputSpec("token_type_ids", (*lead, "text"), low=0, high=config.type_vocab_size, doc="segment ids", **ids),
-        InputSpec("visual_embeds", (*lead, "visual", config.visual_embedding_dim), dtype="float32", doc="region features"),
-        InputSpec("visual_attention_mask", (*lead, "visual"), low=0, high=2, doc="1 for real regions", **ids),
-        InputSpec("visual_token_type_ids", (*lead, "visual"), low=0, high=config.type_vocab_size, **ids),
+        InputSpec("attention_mask", (*lead, "text"), low=0, high=2, default=mask_default,
+                  doc="1 for real tokens, 0 for padding" + ("; question answering needs it to find the answer "
+                                                            "token" if mask_default is None else ""), **ids),
+        InputSpec("token_type_ids", (*lead, "text"), low=0, high=config.type_vocab_size, default=0,
+                  doc="segment ids", **ids),
+        InputSpec("visual_embeds", (*lead, "visual", config.visual_embedding_dim), dtype="float32",
+                  doc="region features"),
+        InputSpec("visual_attention_mask", (*lead, "visual"), low=0, high=2, default=1, doc="1 for real regions",
+                  **ids),
+        InputSpec("visual_token_type_ids", (*lead, "visual"), low=0, high=config.type_vocab_size, default=1,
+                  doc="segment ids of the regions (HF's default: 1)", **ids),
     ]
     if with_alignment:
         inputs.append(InputSpec("image_text_alignment", (*lead, "visual", "align"), low=-1, high="text",
@@ -67,14 +78,15 @@ def describe(architecture: str, config, with_alignment: bool = False, axes: dict
 
     H, V = config.hidden_size, config.vocab_size
     outputs = {
-        "VisualBertModel": [OutputSpec("last_hidden_state", ("batch", "text_plus_visual", H)),
+        "VisualBertModel": [OutputSpec("last_hidden_state", ("batch", "text+visual", H)),
                             OutputSpec("pooler_output", ("batch", H))],
-        "VisualBertForPreTraining": [OutputSpec("prediction_logits", ("batch", "text_plus_visual", V)),
-                                     OutputSpec("seq_relationship_logits", ("batch", 2))],
-        "VisualBertForQuestionAnswering": [OutputSpec("logits", ("batch", config.num_labels))],
-        "VisualBertForVisualReasoning": [OutputSpec("logits", ("batch", config.num_labels))],
-        "VisualBertForMultipleChoice": [OutputSpec("logits", ("batch", "choices"))],
-        "VisualBertForRegionToPhraseAlignment": [OutputSpec("logits", ("batch", "phrases", "visual"))],
+        "VisualBertForPreTraining": [OutputSpec("prediction_logits", ("batch", "text+visual", V), classes=True),
+                                     OutputSpec("seq_relationship_logits", ("batch", 2), classes=True)],
+        "VisualBertForQuestionAnswering": [OutputSpec("logits", ("batch", config.num_labels), classes=True)],
+        "VisualBertForVisualReasoning": [OutputSpec("logits", ("batch", config.num_labels), classes=True)],
+        "VisualBertForMultipleChoice": [OutputSpec("logits", ("batch", "choices"), classes=True)],
+        "VisualBertForRegionToPhraseAlignment": [OutputSpec("logits", ("batch", "phrases", "visual"), classes=True,
+                                                            masked_below=MASKED)],
     }[architecture]
 
     ranges = default_axes(config, architecture)
@@ -82,7 +94,9 @@ def describe(architecture: str, config, with_alignment: bool = False, axes: dict
         ranges["align"] = AxisRange(1, 2, 8)
     for name, r in (axes or {}).items():
         if name not in ranges:
-            raise ConfigError(f"axis '{name}' does not exist for {architecture}; its axes are {sorted(ranges)}")
+            raise ConfigError(f"axis '{name}' does not exist for {architecture}"
+                              + ("" if with_alignment or name != "align" else " without --with-alignment")
+                              + f"; its axes are {sorted(ranges)}")
         ranges[name] = r
     if ranges["text"].max > config.max_position_embeddings:
         raise ConfigError(
@@ -93,10 +107,10 @@ def describe(architecture: str, config, with_alignment: bool = False, axes: dict
     def make_inputs(sizes: dict, rng: np.random.Generator, pad: bool = True) -> dict:
         return _make_inputs(architecture, config, sizes, rng, pad, with_alignment)
 
-    return TaskSpec(
-        architecture=architecture, task=TASKS[architecture], inputs=inputs, outputs=outputs, axes=ranges,
-        tolerance=1e-4, make_inputs=make_inputs,
-        extra={"with_alignment": with_alignment},
+    graph = GraphSpec("model", inputs, outputs, make_inputs=make_inputs, tolerance=1e-4)
+    return ModelSpec(
+        family=FAMILY, architecture=architecture, task=TASKS[architecture], graphs=[graph], axes=ranges,
+        pipeline="classify", options={"with_alignment": bool(with_alignment)},
         notes="QuestionAnswering reads the token before [SEP]: text must be right-padded.",
     )
 

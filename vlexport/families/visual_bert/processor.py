@@ -24,7 +24,7 @@ from tokenizers.models import WordPiece
 
 from vlexport.errors import ArtifactError, ConfigError, InputError
 from vlexport.outputs import ModelOutput
-from vlexport.processing.visual import pack_visual
+from vlexport.families.visual_bert.regions import pack_visual
 from vlexport.processing.vocab import bert_uncased_vocab_path, load_vocab, tiny_vocab
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"

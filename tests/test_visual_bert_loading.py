@@ -15,13 +15,13 @@ import pytest
 import torch
 
 import vlexport.models as vm
-from hf_oracle import (assert_same_outputs, run_hf, run_ours, write_checkpoint,
+from oracle import (assert_same_outputs, run_hf, run_ours, write_checkpoint,
                        write_sharded_bin)
 from vlexport.errors import CheckpointError, HubError, UnknownModelError
-from vlexport.export.visual_bert import describe
-from vlexport.models import factory
-from vlexport.models.visual_bert import VisualBertConfig
-from vlexport.registry import PUBLIC_CHECKPOINTS, TINY_ID
+from vlexport.families.visual_bert.describe import describe
+from vlexport import reference as factory
+from vlexport.families.visual_bert.config import VisualBertConfig
+from vlexport.families.visual_bert.checkpoints import PUBLIC_CHECKPOINTS, TINY_ID
 
 QA, PT, BASE = "VisualBertForQuestionAnswering", "VisualBertForPreTraining", "VisualBertModel"
 ATOL = 1e-5
@@ -29,7 +29,7 @@ ATOL = 1e-5
 
 def _feeds(arch, config: dict, seed=0, **sizes):
     sizes = {"batch": 2, "text": 7, "visual": 5, **sizes}
-    return describe(arch, VisualBertConfig.from_dict(config)).make_inputs(sizes, np.random.default_rng(seed), pad=True)
+    return describe(arch, VisualBertConfig.from_dict(config)).graphs[0].make_inputs(sizes, np.random.default_rng(seed), pad=True)
 
 
 def _assert_matches(hf, folder, arch=None, what=""):
@@ -331,7 +331,7 @@ def _run_hub(code: str, env: dict, timeout=60):
 _RESOLVE = """
     import sys
     from vlexport.errors import VlexportError
-    from vlexport.hub import resolve_model_dir
+    from vlexport.sources import resolve_model_dir
     try:
         print("OK", resolve_model_dir(sys.argv[1] if len(sys.argv) > 1 else "uclanlp/visualbert-vqa"))
     except VlexportError as e:
@@ -371,7 +371,7 @@ def test_hub_offline_uses_the_cache(tmp_path, hf_checkpoint):
     for f in hf.folder.iterdir():
         (snap / f.name).write_bytes(f.read_bytes())
     code = _RESOLVE + """
-    from vlexport.models import factory
+    from vlexport import reference as factory
     print("ARCH", factory.from_pretrained("someone/tiny-vb").architecture)
     """
     r, _ = _run_hub(code.replace('sys.argv[1] if len(sys.argv) > 1 else "uclanlp/visualbert-vqa"',
@@ -417,7 +417,7 @@ def test_public_id_random_weights_offline(model_id, monkeypatch, tmp_path):
     if arch == "VisualBertForMultipleChoice":
         assert m.cls.weight.shape == (1, 768)
     # a forward pass at a tiny shape works and gives finite numbers
-    spec = describe(arch, c)
+    spec = describe(arch, c).graphs[0]
     sizes = {"batch": 1, "text": 4, "visual": 3, "choices": 2}
     out = run_ours(m, spec.make_inputs(sizes, np.random.default_rng(0), pad=False))
     assert all(torch.isfinite(v).all() for v in out.values())

@@ -1,6 +1,8 @@
 """Reading HF checkpoints into our modules: files, key names, and strict key checks.
 
-`.bin` files are read with torch.load(weights_only=True): tensors only, no pickled code runs.
+`.bin` files are read with torch.load(weights_only=True): tensors only, no pickled code runs; a
+file that holds anything else is refused as unsafe (one line, never torch's hint to turn the
+safety off).
 """
 
 from __future__ import annotations
@@ -45,7 +47,14 @@ def read_state_dict(folder: Path) -> dict:
 
                 part = load_file(str(f))
             else:
-                part = torch.load(f, map_location="cpu", weights_only=True)
+                import pickle
+
+                try:
+                    part = torch.load(f, map_location="cpu", weights_only=True)
+                except pickle.UnpicklingError:
+                    raise CheckpointError(f"{f} was refused as unsafe: it holds pickled objects other than tensors, "
+                                          f"and vlexport never runs code from a checkpoint. Convert it to "
+                                          f"safetensors with a tool you trust") from None
                 if not isinstance(part, dict):
                     raise CheckpointError(f"{f} holds a {type(part).__name__}, not a state dict")
         except CheckpointError:
@@ -59,12 +68,12 @@ def read_state_dict(folder: Path) -> dict:
 _RENAMES = [(re.compile(r"\.gamma$"), ".weight"), (re.compile(r"\.beta$"), ".bias")]
 
 
-def normalize_keys(state: dict, expected: set[str], base_prefix: str, head_prefixes=("cls.",)) -> dict:
+def normalize_keys(state: dict, expected: set[str], base_prefix: str, head_prefixes=()) -> dict:
     """Map checkpoint keys onto our module's keys.
 
-    Accepts: keys with or without the base prefix (`visual_bert.`), TF-style gamma/beta names,
+    Accepts: keys with or without the base prefix (e.g. `visual_bert.`), TF-style gamma/beta names,
     and drops `position_ids` buffers. When loading the bare base model from a checkpoint with a
-    head, the head's keys are dropped (as `VisualBertModel.from_pretrained(head_checkpoint)`).
+    head, the head's keys (`head_prefixes`) are dropped, as HF's `BaseModel.from_pretrained(head_ckpt)`.
     """
     ours_prefixed = any(k.startswith(base_prefix) for k in expected)
     out = {}
@@ -77,25 +86,26 @@ def normalize_keys(state: dict, expected: set[str], base_prefix: str, head_prefi
             key = base_prefix + key
         elif not ours_prefixed and key.startswith(base_prefix):
             key = key[len(base_prefix):]
-        elif not ours_prefixed and key.startswith(head_prefixes):
+        elif not ours_prefixed and head_prefixes and key.startswith(tuple(head_prefixes)):
             continue  # a head's weights, not wanted by the base model
         out[key] = value
     return out
 
 
-def load_into(model, state: dict, base_prefix: str, tied: dict[str, str] | None = None, source="checkpoint"):
+def load_into(model, state: dict, base_prefix: str, tied: dict[str, str] | None = None, source="checkpoint",
+              head_prefixes=()):
     """Strictly load `state` into `model`; missing/unexpected keys raise CheckpointError listing them.
 
     tied: {our key: key it is tied to} that a checkpoint may omit (HF drops tied weights on save).
-    aliases like `cls.predictions.decoder.bias` (== `cls.predictions.bias`) are folded in first.
+    aliases the model declares (`model.checkpoint_aliases()`: {checkpoint key: our key}) are folded in first.
     """
     expected = set(model.state_dict().keys())
-    state = normalize_keys(state, expected, base_prefix)
-    # HF ties the decoder bias to predictions.bias; old checkpoints store both, new ones one of them.
-    alias = "cls.predictions.decoder.bias"
-    if alias in state and alias not in expected:
-        bias = state.pop(alias)
-        state.setdefault("cls.predictions.bias", bias)
+    state = normalize_keys(state, expected, base_prefix, head_prefixes)
+    # keys a checkpoint may hold under another name (the model says which), e.g. HF ties BERT's
+    # decoder bias to predictions.bias: old checkpoints store both, new ones one of them
+    for alias, key in getattr(model, "checkpoint_aliases", dict)().items():
+        if alias in state and alias not in expected:
+            state.setdefault(key, state.pop(alias))
     tied = tied or {}
     for key, source in tied.items():
         # Both tied tensors stored with different values: like transformers, keep both (untie), rather

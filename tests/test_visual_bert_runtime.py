@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import vlexport
-from hf_oracle import assert_same_outputs, run_hf
-from test_build import QA, build_small, make_feeds, to_torch_outputs
+from oracle import assert_same_outputs, run_hf, to_torch_outputs
+from visual_bert_kit import QA, build_small, make_feeds
 from vlexport.errors import InputError
 
 
@@ -146,7 +146,7 @@ def test_wrong_dims_dtypes_names_and_missing_inputs(qa):
     _raises(model, r"'input_ids' should be int64, got float32",
             **{**feeds, "input_ids": torch.from_numpy(feeds["input_ids"]).float()})
     _raises(model, r"'visual_embeds' should be float32", **{**feeds, "visual_embeds": feeds["visual_embeds"].astype(np.int64)})
-    _raises(model, r"'visual_embeds' should be float32", **{**feeds, "visual_embeds": [[["a"] * 12] * 6] * 3})
+    _raises(model, r"'visual_embeds' holds str32 values; expected numbers", **{**feeds, "visual_embeds": [[["a"] * 12] * 6] * 3})
     _raises(model, r"unexpected input\(s\) \['pixel_values'\]", **feeds, pixel_values=np.zeros((1, 3), np.float32))
     _raises(model, r"missing input 'input_ids'", **{k: v for k, v in feeds.items() if k != "input_ids"})
     _raises(model, r"missing input 'visual_embeds'", **{k: v for k, v in feeds.items() if k != "visual_embeds"})
@@ -190,7 +190,7 @@ def test_runtime_imports_neither_torch_nor_transformers(qa, tmp_path):
     script = textwrap.dedent(f"""
         import json, sys
         import numpy as np
-        import vlexport, vlexport.runtime.model, vlexport.runtime.backends.onnxruntime
+        import vlexport, vlexport.runtime.load, vlexport.runtime.backends.onnxruntime
         from vlexport.errors import InputError
         model = vlexport.load({str(out)!r}, backend="onnxruntime")
         feeds = json.load(open({str(tmp_path / "feeds.json")!r}))

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from hf_oracle import HF_CLASSES, SMALL, run_ours, to_torch
+from oracle import run_ours, to_torch
+from visual_bert_kit import HF_CLASSES, SMALL
 from vlexport.errors import ConfigError, InputError
-from vlexport.export.visual_bert import describe
-from vlexport.models import factory
-from vlexport.models.visual_bert import VisualBertConfig, VisualBertForQuestionAnswering, VisualBertModel
+from vlexport.families.visual_bert.describe import describe
+from vlexport import reference as factory
+from vlexport.families.visual_bert.config import VisualBertConfig
+from vlexport.families.visual_bert.model import VisualBertForQuestionAnswering, VisualBertModel
 
 CFG = {**SMALL, "model_type": "visual_bert"}  # vocab 99, visual dim 12, max positions 40
 MC, R2P, QA = "VisualBertForMultipleChoice", "VisualBertForRegionToPhraseAlignment", "VisualBertForQuestionAnswering"
@@ -24,7 +26,7 @@ def models():
 
 
 def _feeds(arch, batch=2, text=6, visual=5, align=False):
-    spec = describe(arch, VisualBertConfig.from_dict(CFG), with_alignment=align)
+    spec = describe(arch, VisualBertConfig.from_dict(CFG), with_alignment=align).graphs[0]
     sizes = {"batch": batch, "text": text, "visual": visual, "choices": 3, "phrases": 4, "align": 2}
     return to_torch(spec.make_inputs(sizes, np.random.default_rng(0), pad=True))
 

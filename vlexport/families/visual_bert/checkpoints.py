@@ -1,5 +1,5 @@
-"""What vlexport knows without a network: the public checkpoints' architectures and configs, and
-the tiny built-in model. Plain data, no torch. Tests are parametrized over these tables."""
+"""What vlexport knows about VisualBERT without a network: the public checkpoints' architectures and
+configs (for --random-weights), and the tiny built-in model. Plain data, no torch."""
 
 from __future__ import annotations
 
@@ -39,13 +39,13 @@ def tiny_config(architecture: str = "VisualBertForQuestionAnswering", vocab_size
 
 
 def public_config(model_id: str) -> dict:
-    from vlexport.errors import UnknownModelError
-
-    if model_id not in PUBLIC_CHECKPOINTS:
-        raise UnknownModelError(f"'{model_id}' is not a checkpoint vlexport knows offline; known: "
-                                f"{sorted(PUBLIC_CHECKPOINTS)} (and '{TINY_ID}')")
+    """The full config.json of a public checkpoint, from the values above."""
     cfg = {"model_type": "visual_bert", **PUBLIC_CHECKPOINTS[model_id]}
     n = cfg.pop("num_labels", None)
     if n:  # the public VQA config ships no answer strings; name them by index
         cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
     return cfg
+
+
+CHECKPOINTS = {model_id: public_config(model_id) for model_id in PUBLIC_CHECKPOINTS}
+TINY = {TINY_ID: tiny_config}

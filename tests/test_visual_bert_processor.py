@@ -12,7 +12,7 @@ import pytest
 
 from vlexport.errors import ArtifactError, InputError
 from vlexport.outputs import ModelOutput
-from vlexport.processing import VisualBertProcessor
+from vlexport.families.visual_bert.processor import VisualBertProcessor
 from vlexport.processing.vocab import bert_uncased_vocab_path, load_vocab, tiny_vocab
 
 transformers = pytest.importorskip("transformers")
@@ -374,7 +374,7 @@ def test_return_tensors_pt_and_no_torch_import(proc):
 
 
 def test_import_does_not_pull_torch():
-    code = ("import sys, vlexport.processing.visual_bert as m; p = m.VisualBertProcessor.tiny(); "
+    code = ("import sys, vlexport.families.visual_bert.processor as m; p = m.VisualBertProcessor.tiny(); "
             "import numpy as np; p(['a b'], visual_embeds=[np.ones((2, 3))]); "
             "assert 'torch' not in sys.modules, 'torch was imported'; "
             "assert 'transformers' not in sys.modules, 'transformers was imported'; print('ok')")

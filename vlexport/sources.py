@@ -1,5 +1,6 @@
 """Where a model comes from: a local folder, the Hugging Face hub (through its cache), or
-vlexport's embedded defaults (public configs for `--random-weights`, and a tiny built-in model)."""
+vlexport's embedded defaults (the families' public configs for `--random-weights`, and their tiny
+built-in models)."""
 
 from __future__ import annotations
 
@@ -59,16 +60,15 @@ def resolve_model_dir(path_or_id: str, revision: str | None = None) -> Path:
 def model_config(path_or_id: str, random_weights: bool = False, revision: str | None = None):
     """(config.json as a dict, the folder weights come from or None, "checkpoint"|"random"|"tiny").
 
-    The tiny model and known public ids with random_weights need no network; other ids do.
+    Built-in tiny models and known public ids with random_weights need no network; other ids do.
     """
     import json
 
-    from vlexport.registry import PUBLIC_CHECKPOINTS, TINY_ID, public_config, tiny_config
+    from vlexport import families
 
-    if path_or_id == TINY_ID:
-        return tiny_config(), None, "tiny"
-    if random_weights and path_or_id in PUBLIC_CHECKPOINTS:
-        return public_config(path_or_id), None, "random"
+    hit = families.embedded(path_or_id)
+    if hit is not None and (hit[2] == "tiny" or random_weights):
+        return hit[1], None, hit[2]
     try:
         folder = resolve_model_dir(path_or_id, revision)
     except HubError as exc:
@@ -76,10 +76,24 @@ def model_config(path_or_id: str, random_weights: bool = False, revision: str | 
             raise
         raise UnknownModelError(
             f"'{path_or_id}' is not a public checkpoint vlexport knows offline (known: "
-            f"{', '.join(sorted(PUBLIC_CHECKPOINTS))}, {TINY_ID}), and its config could not be fetched: {exc}"
+            f"{', '.join(families.known_ids())}), and its config could not be fetched: {exc}"
         ) from None
     try:
         cfg = json.loads((folder / "config.json").read_text())
     except ValueError as exc:
         raise UnknownModelError(f"{folder / 'config.json'} is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise UnknownModelError(f"{folder / 'config.json'} does not hold a JSON object")
     return cfg, (None if random_weights else folder), ("random" if random_weights else "checkpoint")
+
+
+def family_of(cfg: dict, architecture: str | None = None):
+    """The family that reads this config: by model_type, else by the (override or first) architecture."""
+    from vlexport import families
+
+    if cfg.get("model_type"):
+        return families.for_model_type(cfg["model_type"])
+    arch = architecture or (cfg.get("architectures") or [None])[0]
+    if arch:
+        return families.for_architecture(arch)
+    raise UnknownModelError("config.json has neither 'model_type' nor 'architectures': cannot tell the model family")

@@ -1,20 +1,13 @@
-"""Random `transformers` models saved to disk: the numerical truth our models are tested against."""
+"""Shared oracle helpers (no family in here): random `transformers` models saved to disk - the
+numerical truth our models are tested against - and comparing their outputs with ours.
+
+Family-specific pieces (small configs, input makers) live in `<family>_kit.py` beside this file;
+test files import helpers from these modules, never from each other.
+"""
 
 from __future__ import annotations
 
 import torch
-
-from vlexport.export.visual_bert import TASKS
-
-# The registry drives the parametrized tests: every architecture vlexport describes is checked
-# against the transformers class of the same name (adding one to TASKS adds its tests).
-HF_CLASSES = list(TASKS)
-
-SMALL = dict(vocab_size=99, hidden_size=32, visual_embedding_dim=12, num_hidden_layers=2, num_attention_heads=4,
-             intermediate_size=37, max_position_embeddings=40, num_labels=5,
-             # 10x BERT's 0.02: outputs of order 1 that every input and weight visibly moves (at 0.02 the
-             # multiple-choice logits change by ~1e-6 when visual token types flip: below any tolerance)
-             initializer_range=0.2)
 
 
 def perturb_(model, seed=0):
@@ -25,15 +18,6 @@ def perturb_(model, seed=0):
             if name.endswith("bias") or "LayerNorm" in name:
                 p.add_(0.1 * torch.randn(p.shape, generator=g))
     return model
-
-
-def make_hf_model(architecture: str, seed: int = 0, **overrides):
-    import transformers
-
-    cfg = transformers.VisualBertConfig(**{**SMALL, **overrides})
-    torch.manual_seed(seed)
-    model = getattr(transformers, architecture)(cfg)
-    return perturb_(model, seed).eval()
 
 
 def save_hf_model(model, folder, safe: bool = True):
@@ -58,20 +42,17 @@ def _accepts_safe(model):
 
 # ----------------------------------------------------------------------------- running and comparing
 
-# every output field HF and we may both have
-OUTPUT_FIELDS = ("last_hidden_state", "pooler_output", "logits", "prediction_logits", "seq_relationship_logits")
-
-
 def to_torch(feeds: dict) -> dict:
     """numpy feeds (TaskSpec.make_inputs) -> torch tensors."""
     return {k: torch.from_numpy(v) for k, v in feeds.items()}
 
 
-def run_hf(model, feeds: dict) -> dict:
-    """HF outputs as {field: tensor} for the fields in OUTPUT_FIELDS."""
+def run_hf(model, feeds: dict, fields=None) -> dict:
+    """HF outputs as {field: tensor} (the given fields, or every tensor field HF returns)."""
     with torch.no_grad():
         out = model(**to_torch(feeds), return_dict=True)
-    return {k: out[k] for k in OUTPUT_FIELDS if k in out and out[k] is not None}
+    keys = fields if fields is not None else [k for k in out.keys() if isinstance(out[k], torch.Tensor)]
+    return {k: out[k] for k in keys if k in out and out[k] is not None}
 
 
 def run_ours(model, feeds: dict) -> dict:
@@ -82,7 +63,7 @@ def run_ours(model, feeds: dict) -> dict:
 
 def assert_same_outputs(ours: dict, theirs: dict, atol: float = 1e-5, what: str = ""):
     """Every field both have is equal within atol; at least one field is compared."""
-    common = [k for k in OUTPUT_FIELDS if k in ours and k in theirs]
+    common = [k for k in ours if k in theirs]
     assert common, f"{what}: no common output fields (ours {sorted(ours)}, HF {sorted(theirs)})"
     for k in common:
         a, b = ours[k], theirs[k]
@@ -99,6 +80,13 @@ def assert_same_outputs(ours: dict, theirs: dict, atol: float = 1e-5, what: str 
 
 
 # ----------------------------------------------------------------------------- checkpoint layouts
+
+def to_torch_outputs(outputs) -> dict:
+    """Runtime outputs (numpy) -> torch tensors, for assert_same_outputs against HF."""
+    import numpy as np
+
+    return {k: torch.from_numpy(np.asarray(v)) for k, v in outputs.items()}
+
 
 def write_sharded_bin(state: dict, folder, n_shards: int = 3):
     """A classic sharded `.bin` checkpoint: pytorch_model-0000i-of-0000n.bin + pytorch_model.bin.index.json."""

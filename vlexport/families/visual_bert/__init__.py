@@ -1,0 +1,56 @@
+"""VisualBERT (Li et al., 2019): text + region features, six heads. One graph, "model".
+
+    config.py      VisualBertConfig (torch-free)
+    model.py       the reference PyTorch model: embeddings -> encoder -> pooler -> heads
+    describe.py    the export description of each head (inputs, outputs, axes, dummies, tolerance)
+    processor.py   VisualBertProcessor: WordPiece text + region packing (regions.py), torch-free
+    checkpoints.py public configs (--random-weights) and the tiny built-in model
+    predict.py     `vlexport predict` for VisualBERT artifacts
+    flops.py       FLOPs per forward pass (benchmark GFLOP/s)
+"""
+
+from vlexport.families import Family, Option, PredictCommand
+from vlexport.families.visual_bert import checkpoints, describe
+from vlexport.families.visual_bert.config import VisualBertConfig
+
+
+def _processor(folder, weights: str = "checkpoint"):
+    from vlexport.families.visual_bert.processor import VisualBertProcessor
+
+    if weights == "tiny":
+        return VisualBertProcessor.tiny()
+    return VisualBertProcessor.from_pretrained(folder)
+
+
+def _flops(config, architecture, sizes):
+    from vlexport.families.visual_bert.flops import flops
+
+    return flops(config, architecture, sizes)
+
+
+FAMILY = Family(
+    name="visual_bert",
+    model_types=("visual_bert",),
+    architectures=dict(describe.TASKS),
+    config_from_dict=VisualBertConfig.from_dict,
+    describe=describe.describe,
+    model_module="vlexport.families.visual_bert.model",
+    load_processor=_processor,
+    checkpoints=checkpoints.CHECKPOINTS,
+    tiny=checkpoints.TINY,
+    base_prefix="visual_bert.",
+    head_prefixes=("cls.",),
+    options=(Option("with_alignment", "add the image_text_alignment input (text positions per region)"),),
+    predict=PredictCommand(
+        arguments=(
+            (("--text",), dict(nargs="+", help="one or more questions / captions")),
+            (("--visual-embeds",), dict(help="region features: a .npy (regions, dim) array, or a .npz with "
+                                            "a 'features' or 'x' array (bottom-up-attention layout)")),
+            (("--random-regions",), dict(type=int, metavar="N", help="no features at hand: use N random regions "
+                                         "(the answers are then meaningless; for smoke tests only)")),
+        ),
+        run="vlexport.families.visual_bert.predict:run",
+    ),
+    flops=_flops,
+    doc="VisualBERT: text + detector region features (2048-d for VQA)",
+)

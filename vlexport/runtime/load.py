@@ -1,0 +1,75 @@
+"""`vlexport.load(path)`: an artifact as an HF-style model (`outputs.logits`) with its processor.
+
+Inputs: numpy arrays, Python lists, or anything with DLPack (torch/CuPy tensors) - never a torch
+import here. One backend per graph; `backend="auto"` picks TensorRT for a graph when the artifact
+has an engine for it that fits the installed TensorRT and GPU, else ONNX Runtime, and records why.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from vlexport import families
+from vlexport.artifact import Artifact
+from vlexport.errors import ConfigError, VlexportError
+from vlexport.runtime.backends import backend_class
+from vlexport.runtime.pipelines import pipeline_class
+
+log = logging.getLogger("vlexport")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _auto(artifact: Artifact, graph: str, precision: str) -> tuple[str, str]:
+    """backend="auto" for one graph: TensorRT when its engine exists and can run here, else ORT."""
+    if precision not in artifact.engine_precisions(graph):
+        return "onnxruntime", f"the artifact has no {precision} TensorRT engine; using ONNX Runtime"
+    ok, why = backend_class("tensorrt").availability()
+    if not ok:
+        return "onnxruntime", f"TensorRT not usable here ({why}); using ONNX Runtime"
+    from vlexport.tensorrt.engine import engine_compatibility
+
+    ok, why = engine_compatibility(artifact.engine_entry(graph, precision))
+    if not ok:
+        return "onnxruntime", f"the TensorRT engine does not fit this machine ({why}); using ONNX Runtime"
+    return "tensorrt", f"a {precision} TensorRT engine is in the artifact and fits this TensorRT and GPU"
+
+
+def load(path, backend: str = "auto", precision: str = "fp32", verify: bool = True,
+         allow_engine_host_code: bool = False, **options):
+    """Load a built artifact folder as its pipeline (see vlexport.runtime.pipelines).
+
+    backend: "auto" | "onnxruntime" | "tensorrt" | "torch"; precision: "fp32" | "fp16" | "int8".
+    allow_engine_host_code: run version-compatible TensorRT engines, which embed host code; only for
+    artifacts you trust (off by default; a manifest can never turn it on).
+    options: backend options (intra_op_num_threads, allow_spinning, providers, output_device, reference).
+    """
+    artifact = Artifact(path, verify=verify)
+    precision = {"float32": "fp32", "float16": "fp16"}.get(precision, precision)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    family = families.get(artifact.family)
+    cls = pipeline_class(artifact.pipeline)
+    backends, reasons = {}, []
+    try:
+        for graph in artifact.graph_names:
+            name, why = (_auto(artifact, graph, precision) if backend == "auto" else (backend, "asked for"))
+            impl = backend_class(name)
+            kw = dict(options)
+            if name == "tensorrt":
+                kw["allow_engine_host_code"] = allow_engine_host_code
+            try:
+                backends[graph] = impl(artifact, graph, precision, **kw)
+            except VlexportError as exc:
+                if backend != "auto" or name != "tensorrt":
+                    raise
+                why = f"the TensorRT engine could not be loaded ({exc}); using ONNX Runtime"
+                backends[graph] = backend_class("onnxruntime")(artifact, graph, precision, **options)
+            reasons.append(why if len(artifact.graph_names) == 1 else f"{graph}: {why}")
+    except BaseException:
+        for b in backends.values():
+            b.close()
+        raise
+    why = "; ".join(reasons)
+    if backend == "auto":
+        log.info("vlexport.load: %s", why)
+    return cls(artifact, backends, family, why)
