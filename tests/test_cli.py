@@ -14,7 +14,7 @@ import pytest
 
 import vlexport
 from vlexport.cli import main
-from vlexport.registry import TINY_ID, TINY_LABELS
+from vlexport.families.visual_bert.checkpoints import TINY_ID, TINY_LABELS
 
 
 def run_cli(*args, env=None, timeout=300):
@@ -55,13 +55,14 @@ def test_build(built):
     out, proc = built
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == str(out)  # stdout: only the path, for scripts
-    for stage in ("[1/7] Loading tiny-visualbert-vqa", "Exporting to ONNX", "Simplifying", "mixed precision",
-                  "Validating fp32 graph", "Validating fp16 graph on 100 random inputs", "TensorRT", f"Built {out}"):
+    for stage in ("Loading tiny-visualbert-vqa", "Exporting 'model' to ONNX", "Simplifying", "mixed precision",
+                  "Validating 'model' fp32 against PyTorch", "Validating 'model' fp16", "TensorRT", f"Built {out}"):
         assert stage in proc.stderr, stage
     assert "Traceback" not in proc.stderr
     m = json.loads((out / "manifest.json").read_text())
-    assert m["complete"] and set(m["graphs"]) == {"fp32", "fp16"} and m["source"]["model"] == TINY_ID
-    assert m["validation"]["fp16"]["passed"] and m["validation"]["fp32"]["passed"]
+    g = m["graphs"]["model"]
+    assert m["complete"] and set(g["onnx"]) == {"fp32", "fp16"} and m["source"]["model"] == TINY_ID
+    assert g["validation"]["fp16"]["passed"] and g["validation"]["fp32"]["passed"]
     assert (out / "tokenizer.json").is_file() and (out / "config.json").is_file()
 
 
@@ -71,7 +72,8 @@ def test_export_writes_the_onnx_graph_only(tmp_path, capsys):
     cap = capsys.readouterr()
     assert cap.out.strip() == str(out) and cap.err == ""  # --quiet: no progress
     m = json.loads((out / "manifest.json").read_text())
-    assert set(m["graphs"]) == {"fp32"} and set(m["validation"]) == {"fp32"} and m["engines"] == {}
+    g = m["graphs"]["model"]
+    assert set(g["onnx"]) == {"fp32"} and set(g["validation"]) == {"fp32"} and g["engines"] == {}
     assert "engine_skipped" not in m and not (out / "model.fp16.onnx").exists()
     assert m["axes"]["text"] == [2, 20, 24]
     with pytest.raises(SystemExit):  # `export` has no --fp16
@@ -90,7 +92,8 @@ def test_inspect_tables(built):
     m = json.loads((out / "manifest.json").read_text())
     for axis, (lo, opt, hi) in m["axes"].items():
         assert re.search(rf"{axis}\s*│\s*{lo}\s*│\s*{opt}\s*│\s*{hi}\s*│", text), axis
-    assert re.search(r"fp16 vs fp32\s*│\s*100\s*│", text)
+    cases = m["graphs"]["model"]["validation"]["fp16"]["cases"]
+    assert re.search(rf"fp16 vs fp32\s*│\s*{cases}\s*│", text)
 
 
 def test_inspect_json(built, capsys):
@@ -116,14 +119,14 @@ def test_predict_prints_labelled_answers(built, regions):
     assert rows == expected
     assert all(label in TINY_LABELS for label, _ in rows)
     assert all(q in proc.stdout for q in questions)
-    assert "backend: onnxruntime" in proc.stderr
+    assert "onnxruntime fp32 on CPUExecutionProvider" in proc.stderr
 
 
 def test_predict_fp16_and_random_regions(built, capsys):
     out, _ = built
-    assert main(["predict", str(out), "--text", "what is this?", "--precision", "fp16", "--regions", "4"]) == 0
+    assert main(["predict", str(out), "--text", "what is this?", "--precision", "fp16", "--random-regions", "4"]) == 0
     cap = capsys.readouterr()
-    assert "random regions" in cap.err and "fp16" in cap.err
+    assert "RANDOM regions" in cap.err and "fp16" in cap.err and "random regions" in cap.out
     assert sum(label in cap.out for label in TINY_LABELS) >= 3
 
 
@@ -163,7 +166,7 @@ def test_unknown_task_and_bad_ranges(tmp_path, capsys):
     _main_error(capsys, ["build", "--model", TINY_ID, "--max-choices", "3", "--out", str(out), "--quiet"],
                 "build", r"--max-choices does not apply")
     _main_error(capsys, ["export", "--model", TINY_ID, "--min-text-len", "9", "--max-text-len", "4",
-                         "--out", str(out), "--quiet"], "export", r"--text-len range")
+                         "--out", str(out), "--quiet"], "export", r"--text-len range: .*min <= opt <= max")
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -209,7 +212,10 @@ def test_broken_artifact_errors(built, tmp_path, capsys):
     shutil.copytree(built[0], art)
     with open(art / "model.fp16.onnx", "r+b") as f:
         f.truncate(1000)
-    _main_error(capsys, ["validate", str(art), "--quiet"], "validate", r"model\.fp16\.onnx' does not match")
+    # validate reports the damaged graph as a failed check (exit 1), with the reason
+    proc = run_cli("validate", art, "--quiet")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "FAIL" in proc.stdout and "does not match its" in proc.stdout.replace("\n", " ")
     _main_error(capsys, ["predict", str(art), "--text", "hi", "--precision", "fp16"], "predict", "SHA-256")
 
 
@@ -227,10 +233,11 @@ def test_random_weights_full_size_build(tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     cfg = m["config"]
     assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["visual_embedding_dim"]) == (768, 12, 2048)
-    assert m["outputs"][0]["dims"] == ["batch", 3129] and m["source"]["weights"] == "random"
-    files = m["graphs"]["fp32"]["files"]
-    assert "model.onnx.data" in files and m["graphs"]["fp32"]["bytes"] > 400e6
-    assert m["validation"]["fp32"]["passed"] and m["validation"]["fp32"]["worst"]["logits"]["max_abs"] <= 1e-4
+    assert m["graphs"]["model"]["outputs"][0]["dims"] == ["batch", 3129] and m["source"]["weights"] == "random"
+    g = m["graphs"]["model"]
+    assert g["onnx"]["fp32"]["data"] == ["model.onnx.data"] and g["onnx"]["fp32"]["bytes"] > 400e6
+    assert "model.onnx.data" in m["files"]
+    assert g["validation"]["fp32"]["passed"] and g["validation"]["fp32"]["worst"]["logits"]["max_abs_err"] <= 1e-4
     model = vlexport.load(out)
     enc = model.processor(text=["what is on the table?"],
                           visual_embeds=np.random.default_rng(0).standard_normal((10, 2048)).astype(np.float32))

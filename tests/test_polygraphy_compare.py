@@ -21,10 +21,10 @@ def tiny_artifact(tmp_path_factory):
 
 
 def _feeds(artifact_path, n=4):
+    from vlexport import families
     from vlexport.artifact import Artifact
-    from vlexport.export.check import _spec
 
-    spec = _spec(Artifact(artifact_path))
+    spec = families.describe_artifact(Artifact(artifact_path)).graphs[0]
     rng = np.random.default_rng(7)
     sizes = [{"batch": 3, "text": 11, "visual": 9}, {"batch": 1, "text": 64, "visual": 100},
              {"batch": 8, "text": 2, "visual": 1}, {"batch": 2, "text": 30, "visual": 40}][:n]

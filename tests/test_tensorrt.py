@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vlexport.errors import ArtifactError, ConfigError, InputError, MissingDependencyError
-from vlexport.tasks import AxisRange
+from vlexport.specs import AxisRange
 from vlexport.tensorrt import cuda as tcuda
 from vlexport.tensorrt.engine import (
     check_compatibility,
@@ -46,20 +46,25 @@ def _config(**kw):
 
 
 def _manifest(architecture="VisualBertForQuestionAnswering", with_alignment=False, axes=None):
-    from vlexport.artifact import spec_to_json
-    from vlexport.export.visual_bert import describe
+    from vlexport.artifact import new_manifest
+    from vlexport.families.visual_bert.describe import describe
 
-    m = spec_to_json(describe(architecture, _config(), with_alignment=with_alignment, axes=axes))
-    m["graphs"] = {"fp16": {"file": "model.fp16.onnx", "files": {"model.fp16.onnx": "ab" * 32}}}
+    m = new_manifest(describe(architecture, _config(), with_alignment=with_alignment, axes=axes), {}, {})
+    m["graphs"]["model"]["onnx"] = {"fp16": {"file": "model.fp16.onnx", "data": []}}
+    m["files"] = {"model.fp16.onnx": {"sha256": "ab" * 32, "bytes": 1}}
     return m
 
 
+def _inputs(m):
+    return m["graphs"]["model"]["inputs"]
+
+
 def _check_covers(profiles, manifest):
-    names = [i["name"] for i in manifest["inputs"]]
+    names = [i["name"] for i in _inputs(manifest)]
     axes = {k: AxisRange(*v) for k, v in manifest["axes"].items()}
     for p in profiles:
         assert list(p) == names  # every input, in order
-        for spec in manifest["inputs"]:
+        for spec in _inputs(manifest):
             lo, opt, hi = p[spec["name"]]
             assert len(lo) == len(opt) == len(hi) == len(spec["dims"])
             for d, a, o, b in zip(spec["dims"], lo, opt, hi):
@@ -148,7 +153,7 @@ def test_profiles_json_roundtrip():
 def test_select_profile_picks_containing_profile():
     m = _manifest()
     profiles = profiles_from_manifest(m)
-    dims = {i["name"]: i["dims"] for i in m["inputs"]}
+    dims = {i["name"]: i["dims"] for i in _inputs(m)}
     assert select_profile(profiles, {"input_ids": (1, 10), "visual_embeds": (1, 5, 16)}, dims) == 0
     assert select_profile(profiles, {"input_ids": (3, 10), "visual_embeds": (3, 5, 16)}, dims) == 1
     assert select_profile(profiles, {"input_ids": (32, 64)}, dims) == 1
@@ -159,7 +164,7 @@ def test_select_profile_picks_containing_profile():
 def test_select_profile_error_names_input_and_axis():
     m = _manifest()
     profiles = profiles_from_manifest(m)
-    dims = {i["name"]: i["dims"] for i in m["inputs"]}
+    dims = {i["name"]: i["dims"] for i in _inputs(m)}
     with pytest.raises(InputError, match=r"'input_ids' has text=65 .*\[2, 64\]"):
         select_profile(profiles, {"input_ids": (1, 65)}, dims)
     with pytest.raises(InputError, match=r"'visual_embeds' has batch=33"):
@@ -301,8 +306,8 @@ def test_provider_options_from_manifest(tmp_path):
     assert opts["trt_engine_cache_path"] == str(tmp_path / ("ab" * 8))
     assert opts["trt_timing_cache_path"] == str(tmp_path)
     mins = opts["trt_profile_min_shapes"].split(",")
-    assert len(mins) == 2 * len(m["inputs"])  # two profiles, every input in each
-    assert mins[0] == "input_ids:1x2" and mins[len(m["inputs"])] == "input_ids:2x2"
+    assert len(mins) == 2 * len(_inputs(m))  # two profiles, every input in each
+    assert mins[0] == "input_ids:1x2" and mins[len(_inputs(m))] == "input_ids:2x2"
     assert "visual_embeds:1x36x16" in opts["trt_profile_opt_shapes"].split(",")
     assert "visual_embeds:32x100x16" in opts["trt_profile_max_shapes"].split(",")
     pattern = re.compile(r"^[A-Za-z_][\w.]*:\d+(x\d+)*$")
@@ -321,7 +326,7 @@ def test_provider_options_restricted_inputs_and_single_profile(tmp_path):
 
 def test_provider_options_need_fp16_graph(tmp_path):
     m = _manifest()
-    m["graphs"] = {"fp32": {"file": "model.onnx", "files": {}}}
+    m["graphs"]["model"]["onnx"] = {"fp32": {"file": "model.onnx", "data": []}}
     with pytest.raises(ArtifactError, match="no fp16 graph"):
         tensorrt_provider_options(m, cache_dir=tmp_path)
 
@@ -407,7 +412,7 @@ def trt_artifact(tmp_path_factory):
     from vlexport.artifact import Artifact
 
     art = Artifact(out)
-    assert "fp16" in art.manifest.get("engines", {}), art.manifest.get("engines")
+    assert "fp16" in art.engine_precisions("model"), art.manifest["graphs"]["model"].get("engines")
     return art
 
 
@@ -417,7 +422,7 @@ def _feeds(art, batch, text, visual, rng):
         sizes.setdefault(k, r.opt)
     sizes["text_plus_visual"] = sizes["text"] + sizes["visual"]
     feeds = {}
-    for spec in art.inputs:
+    for spec in art.inputs("model"):
         shape = tuple(d if isinstance(d, int) else sizes[d] for d in spec.dims)
         if spec.dtype.startswith("float"):
             feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
@@ -433,7 +438,7 @@ def _feeds(art, batch, text, visual, rng):
 def _ort_fp16(art):
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(art.graph("fp16")), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(art.onnx_file("model", "fp16")), providers=["CPUExecutionProvider"])
 
 
 def _cosine(a, b):
@@ -529,7 +534,7 @@ def test_engine_dlpack_inputs_and_cuda_outputs(trt_artifact):
 
 @gpu
 def test_engine_entry_and_compatibility(trt_artifact):
-    entry = trt_artifact.entry("engines", "fp16")
+    entry = trt_artifact.engine_entry("model", "fp16")
     for key in ("tensorrt_version", "gpu", "compute_capability", "profiles", "options", "files"):
         assert key in entry
     assert entry["options"]["strongly_typed"] is True

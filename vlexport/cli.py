@@ -25,8 +25,9 @@ def _families():
 
 
 def _add_model_args(p):
+    tiny = sorted(i for f in _families() for i in f.tiny)
     p.add_argument("--model", required=True, help="hub id, local folder (config.json + weights), a known public id "
-                   "with --random-weights, or a built-in tiny model (e.g. tiny-visualbert-vqa)")
+                   f"with --random-weights, or a built-in tiny model ({', '.join(tiny)})")
     p.add_argument("--task", help="architecture or task name overriding config.json (e.g. question-answering)")
     p.add_argument("--random-weights", action="store_true",
                    help="build the model's public configuration with random weights (offline; for benchmarks/demos)")

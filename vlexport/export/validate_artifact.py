@@ -57,8 +57,9 @@ def _planned(art, requested):
     return [(*row, False) for row in plan], weights
 
 
-def validate_artifact(path, backends=None, reference: str | None = None, progress: bool = True) -> dict:
-    """Run the checks; print a table; return {"passed": bool, "results": {label: report}}."""
+def validate_artifact(path, backends=None, reference: str | None = None, progress: bool = True,
+                      table: bool = True) -> dict:
+    """Run the checks (progress on stderr); print the result table; return {"passed", "results"}."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -106,7 +107,7 @@ def validate_artifact(path, backends=None, reference: str | None = None, progres
     for label, r in results.items():
         passed = passed and r.get("passed") is not False
         t.add_row(label, {True: "pass", False: "FAIL", None: "skipped"}[r.get("passed")], escape(_figures(r)))
-    if progress:
+    if table:
         Console().print(t)
     return {"passed": passed, "results": results}
 
