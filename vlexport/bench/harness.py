@@ -102,10 +102,6 @@ def expand_sweep(base: dict, sweep: dict | None = None, grid: bool = False) -> l
     return out
 
 
-def varied_axis(point: dict, base: dict) -> list[str]:
-    return [k for k in point if point[k] != base.get(k)]
-
-
 # ------------------------------------------------------------------------------------------ memory
 def _rss() -> int:
     try:

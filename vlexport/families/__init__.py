@@ -146,10 +146,6 @@ def for_architecture(name: str) -> Family:
                             f"{sorted(a for f in all_families() for a in f.architectures)}")
 
 
-def all_architectures() -> list[tuple[Family, str]]:
-    return [(f, a) for f in all_families() for a in f.architectures]
-
-
 def embedded(model_id: str) -> tuple[Family, dict, str] | None:
     """(family, config dict, "tiny" | "random") for a built-in tiny id or a known public id."""
     for fam in all_families():
