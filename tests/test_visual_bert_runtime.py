@@ -94,6 +94,10 @@ def test_omitted_optional_masks_default_like_transformers(base, qa):
                 "visual_token_type_ids": np.ones(feeds["visual_embeds"].shape[:2], np.int64)}
     np.testing.assert_array_equal(model(**minimal).logits, model(**explicit).logits)
     assert model(**{**minimal, "visual_attention_mask": None}).logits.shape == (3, 5)  # None = omitted
+    # ...but never attention_mask: filling it with ones would silently give wrong logits for the shorter
+    # rows of a padded batch (the answer is read at the token before [SEP])
+    with pytest.raises(InputError, match="missing input 'attention_mask'.*question answering needs it"):
+        model(input_ids=feeds["input_ids"], visual_embeds=feeds["visual_embeds"])
 
 
 # ----------------------------------------------------------------------------- errors
