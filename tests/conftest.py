@@ -60,3 +60,23 @@ def copy_checkpoint(tmp_path):
         return dest
 
     return copy
+
+
+# ----------------------------------------------------------------------------- hypothesis profiles
+# Property tests (tests/test_properties.py) run the "ci" profile by default: a few dozen examples per
+# test, derandomized so every CI run draws the same cases. The full run, >= 1000 examples per entry
+# point:  VLEXPORT_HYPOTHESIS=full pytest tests/test_properties.py -q --hypothesis-show-statistics
+# No example database: nothing is written into the checkout (.hypothesis/ is not git-ignored).
+import os as _os  # noqa: E402
+
+try:
+    from hypothesis import HealthCheck as _HealthCheck, settings as _settings
+except ImportError:  # hypothesis is in the test extra; without it only the property tests skip
+    _settings = None
+if _settings is not None:
+    _quiet = [_HealthCheck.too_slow, _HealthCheck.data_too_large, _HealthCheck.filter_too_much]
+    _settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True, database=None,
+                               suppress_health_check=_quiet, print_blob=True)
+    _settings.register_profile("full", max_examples=1000, deadline=None, derandomize=False, database=None,
+                               suppress_health_check=_quiet, print_blob=True)
+    _settings.load_profile(_os.environ.get("VLEXPORT_HYPOTHESIS", "ci"))

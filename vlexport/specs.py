@@ -127,6 +127,15 @@ class InputSpec:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"input '{self.name}' has dtype {self.dtype!r}; expected one of {DTYPES}")
+        number = (int, float)
+        if self.default is not None and (isinstance(self.default, bool) or not isinstance(self.default, number)):
+            raise ValueError(f"input '{self.name}' has default {self.default!r}; expected a number or null")
+        if self.low is not None and (isinstance(self.low, bool) or not isinstance(self.low, int)):
+            raise ValueError(f"input '{self.name}' has low bound {self.low!r}; expected an integer or null")
+        if self.high is not None and (isinstance(self.high, bool) or not isinstance(self.high, (int, str))):
+            raise ValueError(f"input '{self.name}' has high bound {self.high!r}; expected an integer, a dim or null")
+        for d in self.dims:
+            dim_terms(d)  # raises ValueError on a malformed dim
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,15 @@ class OutputSpec:
     dtype: str = "float32"
     classes: bool = False
     masked_below: float | None = None
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"output '{self.name}' has dtype {self.dtype!r}; expected one of {DTYPES}")
+        if self.masked_below is not None and (isinstance(self.masked_below, bool)
+                                              or not isinstance(self.masked_below, (int, float))):
+            raise ValueError(f"output '{self.name}' has masked_below {self.masked_below!r}; expected a number or null")
+        for d in self.dims:
+            dim_terms(d)
 
 
 @dataclass
@@ -177,7 +195,7 @@ class GraphSpec:
 
     def to_json(self) -> dict:
         return {"inputs": [{"name": i.name, "dims": list(i.dims), "dtype": i.dtype, "low": i.low, "high": i.high,
-                            "required": i.required, "default": i.default} for i in self.inputs],
+                            "required": i.required, "default": i.default, "doc": i.doc} for i in self.inputs],
                 "outputs": [{"name": o.name, "dims": list(o.dims), "dtype": o.dtype, "classes": o.classes,
                              "masked_below": o.masked_below} for o in self.outputs],
                 "tolerance": self.tolerance}
@@ -210,7 +228,7 @@ class ModelSpec:
 
 def input_from_json(d: dict) -> InputSpec:
     return InputSpec(str(d["name"]), tuple(d["dims"]), str(d["dtype"]), d.get("low"), d.get("high"),
-                     bool(d.get("required", True)), d.get("default"))
+                     bool(d.get("required", True)), d.get("default"), str(d.get("doc") or ""))
 
 
 def output_from_json(d: dict) -> OutputSpec:
@@ -219,8 +237,10 @@ def output_from_json(d: dict) -> OutputSpec:
 
 
 def check_io(inputs, outputs, axes: dict) -> None:
-    """Every dim is well formed and names a known axis; raises ValueError saying which."""
-    for t in list(inputs) + list(outputs):
+    """Every input dim is well formed and names a known axis; raises ValueError saying which. Output
+    dims may also use a name no input binds (e.g. ViLT's 1 + patches sequence length): it only names
+    that output axis in the graph (outputs are checked for form by OutputSpec)."""
+    for t in list(inputs):
         for d in t.dims:
             for term in dim_terms(d):
                 if isinstance(term, str) and term not in axes:
@@ -320,10 +340,25 @@ def check_inputs(specs, feeds: dict, axes: dict[str, AxisRange] | None = None, c
                     bad = np.argwhere(~np.isfinite(x))[0]
                     raise InputError(f"input '{s.name}' holds NaN or inf (first at index {tuple(int(i) for i in bad)}, "
                                      f"value {x[tuple(bad)]}); non-finite features give meaningless answers")
+                # a wider float (float64) beyond the spec dtype's range became inf in prepare()'s cast:
+                # ONNX Runtime then answered with a NumericalError about the output, not this input
+                limit = float(np.finfo(np.dtype(s.dtype)).max)
+                if x.dtype.kind == "f" and x.dtype.itemsize > np.dtype(s.dtype).itemsize and np.abs(x).max() > limit:
+                    bad = np.argwhere(np.abs(x) > limit)[0]
+                    raise InputError(f"input '{s.name}' holds {x[tuple(bad)]} (first at index "
+                                     f"{tuple(int(i) for i in bad)}), beyond the {s.dtype} range (|x| <= {limit:.4g}) "
+                                     f"this model takes")
                 continue
-            if s.low is None and s.high is None:
+            if x.dtype.kind not in "iub":
                 continue
             lo, hi = int(x.min()), int(x.max())
+            if s.dtype.startswith("int"):
+                info = np.iinfo(np.dtype(s.dtype))
+                if lo < info.min or hi > info.max:  # the cast to the spec dtype would wrap around silently
+                    raise InputError(f"input '{s.name}' has value {lo if lo < info.min else hi}, outside "
+                                     f"the {s.dtype} range this model takes")
+            if s.low is None and s.high is None:
+                continue
             high = s.high if s.high is None or isinstance(s.high, int) else resolve_dim(s.high, sizes)
             if s.low is not None and lo < s.low:
                 raise InputError(f"input '{s.name}' has value {lo}; expected values >= {s.low}")

@@ -70,7 +70,11 @@ def export_onnx(module: torch.nn.Module, graph, axes: dict, path: Path, opset: i
     feeds = graph.make_inputs(sizes, np.random.default_rng(0), pad=True)
     names = [i.name for i in graph.inputs if i.name in feeds]
     args = tuple(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names)
-    dims = {a: torch.export.Dim(a, min=r.min, max=r.max) for a, r in axes.items()}
+    # an axis with a step (image sides in whole patches) is step * Dim: the graph then knows the side is a
+    # multiple of the step, and a single step (one patch) is not specialised away
+    dims = {a: (torch.export.Dim(a, min=r.min, max=r.max) if r.step == 1 else
+                r.step * torch.export.Dim(f"{a}_steps", min=r.min // r.step, max=r.max // r.step))
+            for a, r in axes.items()}
     by_name = {i.name: i for i in graph.inputs}
     dynamic = tuple({k: _dim(d, dims) for k, d in enumerate(by_name[n].dims) if isinstance(d, str)} for n in names)
     n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())

@@ -15,9 +15,36 @@ def _to_numpy(x, name):
         arr = np.asarray(x)
     except (ValueError, TypeError) as exc:
         raise InputError(f"{name} must be a numeric array; converting it failed: {exc}") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+    # complex ('c': the imaginary part was silently dropped) and timedelta ('m', an np.number) are refused
+    if arr.dtype == object or arr.dtype.kind in "cm" or not (np.issubdtype(arr.dtype, np.number)
+                                                            or arr.dtype == np.bool_):
         raise InputError(f"{name} must be a numeric array (float features); got dtype {arr.dtype}")
     return arr
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_features(arr, name):
+    """NaN/inf features, or float64 values beyond float32 (they became inf in the float32 output with
+    only a RuntimeWarning), are an InputError naming the input instead of a silently poisoned batch."""
+    if arr.size and arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if not bad.any() and arr.dtype.itemsize > 4:
+            bad = np.abs(arr) > _F32_MAX
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputError(f"{name} holds {arr[at]} at index {at}: features must be finite float32 values "
+                             f"(|x| <= {_F32_MAX:.4g})")
+    return arr
+
+
+def _check_mask(m, name):
+    """Mask values must be 0 or 1 (bool or numbers); 0.5 or NaN were silently cast to int64."""
+    if m.size and not ((m == 0) | (m == 1)).all():
+        at = tuple(int(i) for i in np.argwhere(~((m == 0) | (m == 1)))[0])
+        raise InputError(f"{name} holds {m[at]} at index {at}; expected 0 (padding) or 1 (a real region)")
+    return m
 
 
 def pack_visual(visual_embeds, visual_attention_mask, n: int, choices: int | None = None):
@@ -26,7 +53,8 @@ def pack_visual(visual_embeds, visual_attention_mask, n: int, choices: int | Non
     visual_embeds: one (V, D) array (n == 1), a (B, V, D) / (B, C, V, D) array, or a list of n (V_i, D)
     arrays, zero-padded to the longest with mask 0 on the padding."""
     if isinstance(visual_embeds, (list, tuple)):
-        arrays = [_to_numpy(x, f"visual_embeds[{i}]") for i, x in enumerate(visual_embeds)]
+        arrays = [_check_features(_to_numpy(x, f"visual_embeds[{i}]"), f"visual_embeds[{i}]")
+                  for i, x in enumerate(visual_embeds)]
         if len(arrays) != n:
             raise InputError(f"visual_embeds has {len(arrays)} entries but there are {n} texts; give one "
                              f"(regions, features) array per text")
@@ -47,7 +75,7 @@ def pack_visual(visual_embeds, visual_attention_mask, n: int, choices: int | Non
         if visual_attention_mask is not None:
             mask = _pack_mask(visual_attention_mask, lengths, vmax)
     else:
-        emb = _to_numpy(visual_embeds, "visual_embeds")
+        emb = _check_features(_to_numpy(visual_embeds, "visual_embeds"), "visual_embeds")
         if emb.ndim == 2:
             if n != 1:
                 raise InputError(f"visual_embeds is one (regions, features) array of shape {emb.shape} but "
@@ -70,7 +98,7 @@ def pack_visual(visual_embeds, visual_attention_mask, n: int, choices: int | Non
             if isinstance(visual_attention_mask, (list, tuple)) and emb.ndim == 3:
                 mask = _pack_mask(visual_attention_mask, [emb.shape[1]] * n, emb.shape[1])
             else:
-                mask = _to_numpy(visual_attention_mask, "visual_attention_mask")
+                mask = _check_mask(_to_numpy(visual_attention_mask, "visual_attention_mask"), "visual_attention_mask")
                 if mask.ndim == 1 and emb.shape[0] == 1:
                     mask = mask[None]
                 if mask.shape != emb.shape[:-1]:
@@ -89,7 +117,7 @@ def _pack_mask(masks, lengths, vmax):
                          f"visual_embeds entry); got {got}")
     out = np.zeros((len(lengths), vmax), dtype=np.int64)
     for i, (m, length) in enumerate(zip(masks, lengths)):
-        m = _to_numpy(m, f"visual_attention_mask[{i}]")
+        m = _check_mask(_to_numpy(m, f"visual_attention_mask[{i}]"), f"visual_attention_mask[{i}]")
         if m.shape != (length,):
             raise InputError(f"visual_attention_mask[{i}] must have shape ({length},) like visual_embeds[{i}]; "
                              f"got {m.shape}")
