@@ -40,6 +40,12 @@ def graph_modules(model, graph_names) -> dict:
     return {graph_names[0]: model}
 
 
+def _writable(v):
+    """A contiguous, writable array (torch.from_numpy warns on read-only memory)."""
+    v = np.ascontiguousarray(v)
+    return v if v.flags.writeable else v.copy()
+
+
 class TorchBackend(Backend):
     name = "torch"
 
@@ -55,5 +61,5 @@ class TorchBackend(Backend):
 
     def run(self, feeds: dict, keep_on_device: bool = False) -> dict:
         with self._torch.no_grad():
-            out = self.module(**{k: self._torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()})
+            out = self.module(**{k: self._torch.from_numpy(_writable(v)) for k, v in feeds.items()})
         return {k: v.numpy() for k, v in out.items() if v is not None}
