@@ -48,6 +48,15 @@ def output_layers(model, op_types=DEFAULT_OPS) -> list[str]:
     return names
 
 
+def not_2d_weights(model, op_types=DEFAULT_OPS) -> list[str]:
+    """MatMul nodes whose constant operand is not a 2-D weight (e.g. ViLT's position grid, a (C, 12, 12)
+    table interpolated per image): ORT's per-channel int8 MatMul supports only 2-D weights, so they
+    stay fp32 (they are tiny)."""
+    inits = {t.name: len(t.dims) for t in model.graph.initializer}
+    return [n.name for n in model.graph.node
+            if n.op_type in op_types and any(i in inits and inits[i] != 2 for i in n.input[1:2])]
+
+
 def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, reduce_range: bool = False,
                   op_types=DEFAULT_OPS, keep_output_layers: bool = True, nodes_to_exclude=None) -> dict:
     """Write a dynamically quantized int8 copy of `fp32_onnx` to `out_onnx`; return what was done.
@@ -67,7 +76,8 @@ def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, 
     t0 = time.perf_counter()
     model = onnx.load(str(fp32_onnx), load_external_data=True)  # external data from the graph's folder
     n_matmul = sum(1 for n in model.graph.node if n.op_type in op_types)
-    exclude = list(nodes_to_exclude or []) + (output_layers(model, op_types) if keep_output_layers else [])
+    exclude = (list(nodes_to_exclude or []) + (output_layers(model, op_types) if keep_output_layers else [])
+               + not_2d_weights(model, op_types))
     large = model.ByteSize() > 1_900_000_000 if hasattr(model, "ByteSize") else False
     out_onnx.parent.mkdir(parents=True, exist_ok=True)
     # The quantizer logs a pre-processing hint on the root logger; it does not apply to these graphs

@@ -25,6 +25,7 @@ from vlexport.errors import UnknownModelError
 # family name -> module whose FAMILY attribute describes it
 BUILTIN = {
     "visual_bert": "vlexport.families.visual_bert",
+    "vilt": "vlexport.families.vilt",
 }
 
 
