@@ -8,7 +8,7 @@ in the reference) left out of every number:
 - cosine: cosine similarity of the flattened tensors
 - cosine_min: the worst row. A row is one vector along the last axis (one sample's class scores,
   one token's hidden state); rows whose reference is ~0 (norm below 1e-6 of the largest row's) are
-  not ranked, since their direction is noise
+  not ranked, since their direction is noise; an output of one score per sample ((B, 1)) is one row
 - finite: no NaN/inf in `out`, and every masked entry is still masked
 - top1: fraction of rows (last axis = classes) whose argmax agrees; top5: fraction whose reference
   argmax is in the candidate's top 5; top5_overlap: mean |top5(ref) & top5(out)| / 5
@@ -85,7 +85,10 @@ def parity(ref, out, classes: bool = False, masked_below: float | None = None) -
         r, o = np.where(masked, 0.0, r), np.where(masked, 0.0, o)
     diff = np.abs(o - r)
     scale = float(np.abs(r).max()) if r.size else 0.0
-    cos_rows = row_cosines(r, o) if r.size else np.array([1.0])
+    # one score per sample (a (B, 1) retrieval score): a row of one number has no direction, so its
+    # "row" is the whole column of scores
+    cos_rows = (row_cosines(r.reshape(1, -1), o.reshape(1, -1)) if r.ndim and r.shape[-1] == 1 else
+                row_cosines(r, o)) if r.size else np.array([1.0])
     ranked = cos_rows[~np.isnan(cos_rows)]
     res = {
         "max_abs_err": float(diff.max()) if diff.size else 0.0,
