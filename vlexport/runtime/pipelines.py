@@ -84,9 +84,11 @@ class Pipeline:
         if self._processor is None:
             with self._lock:
                 if self._processor is None:
-                    self.artifact.optional_file("tokenizer.json")  # hash-check the processor's files first
-                    for rel in ("vocab.txt", "tokenizer_config.json", "preprocessor_config.json"):
-                        self.artifact.optional_file(rel)
+                    # hash-check every file the processor may read (config, tokenizer, preprocessor
+                    # files: all but the graphs and engines, which their backends check) first
+                    for rel in self.artifact.manifest["files"]:
+                        if not rel.endswith((".onnx", ".data", ".weights", ".plan")):
+                            self.artifact.file(rel)
                     self._processor = self.family.load_processor(self.artifact.path, "artifact")
         return self._processor
 
