@@ -62,6 +62,10 @@ def test_build(built):
     m = json.loads((out / "manifest.json").read_text())
     g = m["graphs"]["model"]
     assert m["complete"] and set(g["onnx"]) == {"fp32", "fp16"} and m["source"]["model"] == TINY_ID
+    if "fp16" not in g["engines"]:  # the note keeps its brackets (printed as text, not rich markup)
+        assert f"      {m['engine_skipped']}" in proc.stderr.splitlines()
+        if "package is not installed" in m["engine_skipped"]:
+            assert "(pip install 'vlexport[gpu]')" in proc.stderr
     assert g["validation"]["fp16"]["passed"] and g["validation"]["fp32"]["passed"]
     assert (out / "tokenizer.json").is_file() and (out / "config.json").is_file()
 

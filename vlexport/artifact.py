@@ -30,7 +30,7 @@ from pathlib import Path
 
 from vlexport import ARTIFACT_FORMAT_VERSION, __version__
 from vlexport.errors import ArtifactError
-from vlexport.fsutil import MANIFEST, inside, sha256
+from vlexport.fsutil import MANIFEST, inside, is_staging_name, sha256
 from vlexport.specs import AxisRange, InputSpec, OutputSpec, check_io, input_from_json, output_from_json
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -51,6 +51,11 @@ class Artifact:
             raise ArtifactError(f"artifact folder '{self.path}' does not exist (build it with `vlexport build`)")
         if not mf.is_file():
             raise ArtifactError(f"'{self.path}' has no {MANIFEST}: not a vlexport artifact, or an unfinished build")
+        if is_staging_name(self.path) and not allow_incomplete:
+            # a killed build can leave a complete-looking manifest in its staging folder (written just
+            # before the rename): only the build itself (allow_incomplete) opens one
+            raise ArtifactError(f"'{self.path}' is the hidden staging folder of a build that did not finish (or is "
+                                f"still running), not an artifact; rebuild, or load the folder the build was writing")
         try:
             self.manifest = json.loads(mf.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
@@ -74,6 +79,12 @@ class Artifact:
         self._verified: set[str] = set()
         self._lock = threading.Lock()
         self._parse()
+        if verify:
+            # config.json, the processor's files and the like are small: check them now, so a damaged
+            # one fails at load (not at the first call, or never: the runtime reads the manifest's config)
+            for rel in self.manifest["files"]:
+                if rel not in self._graph_files:
+                    self.file(rel)
 
     # ------------------------------------------------------------------ schema
     def _parse(self):
@@ -98,6 +109,7 @@ class Artifact:
         if not isinstance(graphs, dict) or not graphs:
             raise _bad(p, "'graphs' must list at least one graph")
         self._inputs, self._outputs = {}, {}
+        self._graph_files: set[str] = set()
         for name, g in graphs.items():
             if not _NAME.match(str(name)) or not isinstance(g, dict):
                 raise _bad(p, f"graph {name!r} is malformed")
@@ -109,12 +121,18 @@ class Artifact:
                 raise _bad(p, f"graph '{name}' inputs/outputs: {exc}") from None
             self._inputs[name], self._outputs[name] = ins, outs
             for kind in ("onnx", "engines"):
-                for prec, e in dict(g.get(kind) or {}).items():
-                    if not isinstance(e, dict):
+                table = g.get(kind) or {}
+                if not isinstance(table, dict):
+                    raise _bad(p, f"graph '{name}' '{kind}' must map precisions to files")
+                for prec, e in table.items():
+                    # a list or number where a file name belongs crashed the lookup below (TypeError)
+                    data = e.get("data", []) if isinstance(e, dict) else None
+                    if not isinstance(e, dict) or not isinstance(data, list):
                         raise _bad(p, f"graph '{name}' {kind} entry '{prec}' is malformed")
-                    for rel in [e.get("file"), *e.get("data", [])]:
-                        if rel not in files:
-                            raise _bad(p, f"graph '{name}' {prec} names '{rel}', which is not among the hashed files")
+                    for rel in [e.get("file"), *data]:
+                        if not isinstance(rel, str) or rel not in files:
+                            raise _bad(p, f"graph '{name}' {prec} names {rel!r}, which is not among the hashed files")
+                        self._graph_files.add(rel)
 
     # ------------------------------------------------------------------ what the manifest says
     @property

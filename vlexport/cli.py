@@ -140,7 +140,13 @@ def cmd_inspect(args):
     else:
         from rich.console import Console
 
-        console = Console()
+        class _Console(Console):
+            # rich turns a closed pipe into SystemExit(1), which reads as "verify failed" to a script
+            # running `vlexport inspect --verify ART | head`: let main() handle it (exit 141, as for --json)
+            def on_broken_pipe(self):
+                raise BrokenPipeError
+
+        console = _Console()
         for table in manifest_tables(art.manifest):
             console.print(table)
     if args.verify:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -102,17 +103,56 @@ def is_artifact(folder: Path) -> bool:
     return isinstance(m, dict) and "format_version" in m and "vlexport_version" in m
 
 
+def unlisted_files(folder: Path) -> list[str]:
+    """Files in an artifact folder that its manifest's `files` table does not list (format 2+);
+    [] for a manifest without that table (format 1 listed files per graph)."""
+    folder = Path(folder)
+    try:
+        files = json.loads((folder / MANIFEST).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(files, dict):
+        return []
+    return sorted(rel for f in folder.rglob("*") if not f.is_dir() or f.is_symlink()
+                  for rel in [str(f.relative_to(folder))] if rel != MANIFEST and rel not in files)
+
+
 def check_output_folder(final: Path) -> None:
     """Refuse, before any work, an output path that a build would have to destroy or cannot use."""
     final = Path(final)
-    if final.is_symlink() or (final.exists() and not final.is_dir()):
-        raise ArtifactError(f"--out '{final}' is an existing file, not a folder: choose another --out")
-    if final.is_dir() and any(final.iterdir()) and not is_artifact(final):
-        raise ArtifactError(f"--out '{final}' exists and is not a vlexport artifact; vlexport replaces only "
-                            f"artifacts it built. Choose another --out (or empty that folder yourself)")
+    # the current folder / root first: `--out .` must say so, whatever the folder holds
     if final.resolve() == Path.cwd().resolve() or final.resolve() == Path(final.resolve().anchor):
         raise ArtifactError(f"--out '{final}' is the current folder or the root; name a folder for the artifact "
                             f"(e.g. --out engines/my-model)")
+    if final.is_symlink():  # replacing it would act on whatever it points to
+        raise ArtifactError(f"--out '{final}' is a symbolic link; name a real folder (or a new path) for the "
+                            f"artifact")
+    if final.exists() and not final.is_dir():
+        raise ArtifactError(f"--out '{final}' is an existing file, not a folder: choose another --out")
+    # a file where a parent folder should be fails only at mkdir, after the long build: say so now
+    for parent in final.absolute().parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise ArtifactError(f"--out '{final}': '{parent}' is a file, not a folder; choose another --out")
+            break
+    if final.is_dir() and any(final.iterdir()):
+        if not is_artifact(final):
+            raise ArtifactError(f"--out '{final}' exists and is not a vlexport artifact; vlexport replaces only "
+                                f"artifacts it built. Choose another --out (or empty that folder yourself)")
+        # an artifact folder holding files of someone else's: replacing it would delete them
+        extra = unlisted_files(final)
+        if extra:
+            raise ArtifactError(f"--out '{final}' is a vlexport artifact but also holds files it did not build "
+                                f"({', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}); vlexport replaces only "
+                                f"what it built. Move them away or choose another --out")
+
+
+_STAGING = re.compile(r"^\..+\.(partial-\d+-.+|old-\d+)$")
+
+
+def is_staging_name(folder) -> bool:
+    """A build's hidden staging (`.<name>.partial-<pid>-*`) or trash (`.<name>.old-<pid>`) folder."""
+    return bool(_STAGING.match(Path(folder).absolute().name))
 
 
 def _alive(pid: int) -> bool:
@@ -129,15 +169,21 @@ def remove_stale_staging(final: Path) -> list[Path]:
     """Remove `.<name>.partial-<pid>-*` / `.<name>.old-<pid>` folders left by builds that were killed
     (their process is gone). Only our own naming pattern is touched."""
     removed = []
-    parent = Path(final).parent
+    final = Path(final)
+    parent = final.parent
     if not parent.is_dir():
         return removed
-    for p in parent.iterdir():
+    for p in sorted(parent.iterdir()):
         for tag in (".partial-", ".old-"):
-            prefix = f".{Path(final).name}{tag}"
+            prefix = f".{final.name}{tag}"
             if p.name.startswith(prefix) and p.is_dir() and not p.is_symlink():
                 pid = p.name[len(prefix):].split("-")[0]
                 if pid.isdigit() and not _alive(int(pid)):
+                    if tag == ".old-" and not final.exists() and not final.is_symlink():
+                        # killed between moving the old artifact aside and moving the new one in:
+                        # the old artifact is the user's; put it back rather than delete it
+                        os.replace(p, final)
+                        continue
                     shutil.rmtree(p, ignore_errors=True)
                     removed.append(p)
     return removed
@@ -152,9 +198,15 @@ def staging_dir(final: Path):
     build at that path removes."""
     final = Path(final)
     check_output_folder(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(final)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-{os.getpid()}-"))
+    try:  # an unwritable or impossible --out: one line, not an OSError traceback
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(final)
+        check_output_folder(final)  # a stale .old- folder may just have been restored there
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-{os.getpid()}-"))
+    except OSError as exc:
+        if isinstance(exc, ArtifactError):
+            raise
+        raise ArtifactError(f"cannot create the artifact folder '{final}': {exc.strerror or exc}") from None
     try:
         yield tmp
         _publish_modes(tmp)

@@ -4,7 +4,8 @@ The runtime checks these against the artifact's hashed files before ONNX Runtime
 graph (an artifact is untrusted input). Reading them needs only the wire format, so the runtime
 does not depend on the `onnx` package: a ModelProto's graph (field 7) holds initializers (5),
 sparse initializers (15) and nodes (1) whose attributes (5) carry tensors (t 5, tensors 10) and
-subgraphs (g 6, graphs 11); a TensorProto names its external file in external_data (13) entries
+subgraphs (g 6, graphs 11), as do the local functions' nodes (25 -> 7) and the training graphs
+(20 -> 1, 2); a TensorProto names its external file in external_data (13) entries
 {key 1, value 2} with key "location". Everything else (weights included) is skipped by length.
 """
 
@@ -16,6 +17,11 @@ from pathlib import Path
 # (message, field number) -> the message type of that length-delimited field we descend into
 _CHILDREN = {
     ("model", 7): "graph",
+    # local functions (25: FunctionProto, nodes 7, attribute defaults 11) and training info (20:
+    # TrainingInfoProto, graphs 1 and 2) hold tensors too: ONNX Runtime reads the external data of a
+    # Constant inside a function body, so a reference there must be seen as well
+    ("model", 25): "function", ("function", 7): "node", ("function", 11): "attribute",
+    ("model", 20): "training", ("training", 1): "graph", ("training", 2): "graph",
     ("graph", 1): "node", ("graph", 5): "tensor", ("graph", 15): "sparse",
     ("node", 5): "attribute",
     ("attribute", 5): "tensor", ("attribute", 6): "graph", ("attribute", 10): "tensor", ("attribute", 11): "graph",

@@ -63,5 +63,10 @@ class Stages:
         took = time.perf_counter() - start
         self.timings[label] = took
         self.peak_mb[label] = _peak_rss_mb()
-        self._console.print(f"[green]✓[/green] {head} [dim]({took:.1f}s, peak RSS {self.peak_mb[label]} MB)[/dim]",
-                            highlight=False)
+        # the label holds user text (a model path such as 'models/vqa[gpu]'): never read it as markup,
+        # which drops '[gpu]' and raises MarkupError on '[/]'
+        from rich.text import Text
+
+        took_text = f"({took:.1f}s, peak RSS {self.peak_mb[label]} MB)"
+        line = Text.assemble(("✓", "green"), f" {head} ", (took_text, "dim"))
+        self._console.print(line, highlight=False)

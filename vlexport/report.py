@@ -13,10 +13,13 @@ def _fmt(v) -> str:
 def _simplifier(s: dict) -> str:
     if not s:
         return ""
+    timing = f"{s.get('simplified_ms')} ms vs raw {s.get('raw_ms')} ms" if "raw_ms" in s else ""
     if s.get("kept") == "simplified":
-        return f"simplified with {s.get('tool')} ({s.get('simplified_ms')} ms vs raw {s.get('raw_ms')} ms)"
-    if "raw_ms" in s:
-        return f"raw graph kept ({s.get('tool')}: {s.get('simplified_ms')} ms vs raw {s.get('raw_ms')} ms)"
+        return f"simplified with {s.get('tool')}" + (f" ({timing})" if timing else "")
+    # decided by `kept`, not by the timings being there: the tool's own message ("simplified with
+    # onnxsim") was shown when a simplifier ran but the raw graph was kept without timings recorded
+    if s.get("tool") not in (None, "", "none"):
+        return f"raw graph kept ({s.get('tool')}" + (f": {timing})" if timing else " ran)")
     return str(s.get("message", "raw graph"))
 
 

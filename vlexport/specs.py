@@ -36,6 +36,7 @@ AXES = {
     "past": ("past-len", "cached positions of a decoder"),
 }
 DTYPES = ("float32", "float16", "int32", "int64", "bool")
+MAX_AXIS = 1 << 24  # no axis of a real model is longer (a bound for untrusted manifests)
 _TERM = re.compile(r"^[a-z_][a-z0-9_]*$|^\d+$")
 
 
@@ -56,8 +57,8 @@ class AxisRange:
         values = (self.min, self.opt, self.max, self.step)
         if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
             raise ValueError(f"axis range values must be integers, got {values}")
-        if not (1 <= self.min <= self.opt <= self.max) or self.step < 1:
-            raise ValueError(f"axis range needs 1 <= min <= opt <= max and step >= 1, got "
+        if not (1 <= self.min <= self.opt <= self.max <= MAX_AXIS) or self.step < 1:
+            raise ValueError(f"axis range needs 1 <= min <= opt <= max <= {MAX_AXIS} and step >= 1, got "
                              f"min={self.min} opt={self.opt} max={self.max} step={self.step}")
         if self.step > 1 and any(v % self.step for v in (self.min, self.opt, self.max)):
             raise ValueError(f"axis range min/opt/max must be multiples of its step {self.step}, got "

@@ -48,9 +48,14 @@ def read_state_dict(folder: Path) -> dict:
                 part = load_file(str(f))
             else:
                 import pickle
+                import warnings
 
                 try:
-                    part = torch.load(f, map_location="cpu", weights_only=True)
+                    with warnings.catch_warnings():
+                        # torch warns (two lines on stderr) about a plain pickle's protocol before refusing
+                        # it; the refusal below is the one line the user needs
+                        warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
+                        part = torch.load(f, map_location="cpu", weights_only=True)
                 except pickle.UnpicklingError:
                     raise CheckpointError(f"{f} was refused as unsafe: it holds pickled objects other than tensors, "
                                           f"and vlexport never runs code from a checkpoint. Convert it to "

@@ -377,7 +377,9 @@ def _say(opts, msg):
     if opts.progress:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[dim]bench[/dim] {msg}", highlight=False)
+        from rich.text import Text
+
+        Console(stderr=True).print(Text("bench ", style="dim") + Text(str(msg)))  # msg may hold "[gpu]"
 
 
 def run_benchmark(opts: BenchOptions) -> dict:

@@ -92,8 +92,11 @@ def print_report(result: dict, console=None):
         console = Console()
         if not console.is_terminal:  # files and pipes: wide enough for the tables
             console = Console(width=200)
-    console.print(f"[bold]vlexport bench[/bold] {result.get('artifact', {}).get('path', '')}", highlight=False)
-    console.print(machine_line(result), style="dim", highlight=False)
+    from rich.text import Text
+
+    # values come from the machine, the artifact and error messages: text, never rich markup
+    console.print(Text("vlexport bench ", style="bold") + Text(str(result.get("artifact", {}).get("path", ""))))
+    console.print(Text(machine_line(result), style="dim"))
     for title, cols, body in (("Backends (parity on the random set vs the torch reference)", BACKEND_COLUMNS,
                                backend_rows(result)),
                               ("Latency and parity per size point (backends interleaved)", COLUMNS, rows(result)),
@@ -102,12 +105,12 @@ def print_report(result: dict, console=None):
         for c in cols:
             t.add_column(c, justify="left" if c in ("sizes", "backend", "runtime / reason", "what", "target") else "right")
         for r in body:
-            t.add_row(*r)
+            t.add_row(*(Text(str(x)) for x in r))
         console.print(t)
     w = result.get("wrapper_overhead")
     if w:
-        console.print(f"wrapper overhead: model(**feeds) p50 {w['wrapper']['p50_ms']:.3f} ms vs "
-                      f"session.run {w['raw_session']['p50_ms']:.3f} ms: {w['overhead_pct']:+.2f}%", highlight=False)
+        console.print(Text(f"wrapper overhead: model(**feeds) p50 {w['wrapper']['p50_ms']:.3f} ms vs "
+                           f"session.run {w['raw_session']['p50_ms']:.3f} ms: {w['overhead_pct']:+.2f}%"))
 
 
 def write_json(result: dict, path) -> Path:

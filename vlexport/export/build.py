@@ -125,16 +125,18 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
     from vlexport.reference import from_pretrained
     from vlexport.runtime.backends.torch import graph_modules
 
-    st = Stages(1, opts.progress)
+    # stages per graph: export, simplify, fp32 validation (+ fp16 conversion, fp16 validation, engine,
+    # int8); the graph count is known after loading, one graph is assumed until then
+    per_graph = 3 + (not opts.onnx_only) * (2 * opts.fp16 + opts.int8 + opts.fp16)
+    st = Stages(1 + per_graph, opts.progress)
     t0 = time.perf_counter()
     with st.stage(f"Loading {opts.model}" + (" (random weights)" if opts.random_weights else "")):
         loaded = from_pretrained(opts.model, opts.task, random_weights=opts.random_weights, revision=opts.revision)
         family = loaded.family
         spec = family.describe(loaded.architecture, loaded.config, axes=opts.axes or None, **opts.options)
         processor = family.load_processor(loaded.model_dir, loaded.weights)
-    n_graphs = len(spec.graphs)
     precisions = not opts.onnx_only
-    st.total = 1 + n_graphs * (3 + precisions * (2 * opts.fp16 + opts.int8) + (precisions and opts.fp16))
+    st.total = 1 + len(spec.graphs) * per_graph
     st.note(f"{loaded.architecture} ({spec.task}), {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M "
             f"parameters; graphs {', '.join(g.name for g in spec.graphs)}; axes "
             + ", ".join(f"{k} {r.min}..{r.max}" for k, r in spec.axes.items()))
@@ -176,6 +178,8 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
                         simp.update(choose_graph(raw, simplified, graph, axes, opts.threads))
                         if simp["kept"] == "simplified":
                             chosen = simplified
+                        else:
+                            simp["message"] = f"{tool} ran; the raw graph was kept (not clearly faster)"
                 for f in chosen.parent.iterdir():
                     shutil.move(str(f), stage / f.name)
             st.note(_simplify_note(simp))
@@ -229,7 +233,7 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
 def _simplify_note(simp: dict) -> str:
     if "raw_ms" not in simp:
         return simp["message"]
-    what = simp["message"] if simp["kept"] == "simplified" else f"{simp['tool']} ran, raw graph kept"
+    what = simp["message"]
     return (f"{what}: raw {simp['raw_ms']} ms vs simplified {simp['simplified_ms']} ms at the opt shape "
             f"({simp['rule']})")
 

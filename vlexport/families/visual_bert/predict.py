@@ -43,6 +43,9 @@ def read_regions(path) -> np.ndarray:
         try:
             arr = np.load(path, allow_pickle=False)
         except Exception as exc:
+            if "pickle" in str(exc):  # numpy's own text names allow_pickle: never hint at unpickling a file
+                raise InputError(f"{what} holds Python objects (an object array), not numbers; vlexport never "
+                                 f"unpickles input files. Save the features as a float array") from None
             raise InputError(f"{what} is a damaged or non-numeric .npy file ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:120]})") from None
     else:
