@@ -33,26 +33,16 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlexport.errors import ConfigError, InputError
 from vlexport.families.vilt.config import ViltConfig
+from vlexport.layers import ACTIVATIONS as _ACTIVATIONS  # shared by every family's model
+from vlexport.layers import MASK_VALUE
+from vlexport.layers import exporting as _exporting
 from vlexport.outputs import ModelOutput
 from vlexport.specs import InputSpec, check_inputs
 
-MASK_VALUE = -10000.0  # additive mask for padded keys: exp(-1e4) == 0 in fp32 and fp16 alike
-
-_ACTIVATIONS = {
-    "gelu": lambda x: F.gelu(x),  # exact (erf) GELU, as HF's "gelu"
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-}
-
-
-def _exporting() -> bool:
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 # ----------------------------------------------------------------------------- text embeddings
