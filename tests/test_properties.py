@@ -39,7 +39,7 @@ from hypothesis import strategies as st  # noqa: E402
 import vlexport  # noqa: E402
 from vlexport import families  # noqa: E402
 from vlexport.errors import InputError, NumericalError, VlexportError  # noqa: E402
-from vlexport.specs import dim_terms, is_axis, resolve_dim  # noqa: E402
+from vlexport.specs import dim_terms, resolve_dim  # noqa: E402
 
 TINY_IDS = [tid for fam in families.all_families() for tid in fam.tiny]
 BACKENDS = [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"), ("torch", "fp32")]

@@ -16,7 +16,7 @@ import torch
 
 import vlexport
 from oracle import assert_same_outputs, run_hf, to_torch_outputs
-from visual_bert_kit import (EXPECTED_OUTPUTS, HF_CLASSES, MC, QA, R2P, UNSEEN, axes_for, build_small, make_feeds,
+from visual_bert_kit import (EXPECTED_OUTPUTS, HF_CLASSES, QA, R2P, UNSEEN, axes_for, build_small, make_feeds,
                              sizes_for)
 from vlexport.export.build import build
 from vlexport.families.visual_bert.checkpoints import TINY_ID, TINY_LABELS

@@ -92,11 +92,6 @@ def dim_terms(dim) -> list:
     return [int(p) if p.isdigit() else p for p in parts]
 
 
-def is_axis(dim) -> bool:
-    """A plain axis name (not a fixed size, not a derived sum)."""
-    return isinstance(dim, str) and "+" not in dim and _TERM.match(dim) is not None and not dim.isdigit()
-
-
 def resolve_dim(dim, sizes: dict) -> int | None:
     """The size of a dim given bound axis sizes; None when an axis it uses is unbound."""
     total = 0
