@@ -801,4 +801,6 @@ def test_many_long_texts_stay_within_a_memory_cap(built, tmp_path):
     assert res["max_length_1e9"][0] == "InputError" and "max_length" in res["max_length_1e9"][1]
     assert res["many_long_unpadded"][0] == "InputError" and "text" in res["many_long_unpadded"][1]
     assert res["eight_long"][0] == "ok" and res["eight_long"][1][0] == 8 and res["eight_long"][1][1] > 20_000
-    assert report["peak_rss_mib"] < 1024  # measured: ~150 MiB
+    # measured ~150 MiB alone, up to ~1.1 GiB in a CI run (tokenizers' worker threads and allocator
+    # arenas): bounded well under the 3 GiB cap, where the unbounded code needed > 10 GB
+    assert report["peak_rss_mib"] < 2048
