@@ -3,13 +3,18 @@
 - ACTIVATIONS: HF's activation names -> functions ("gelu" is the exact erf GELU, as in HF);
 - MASK_VALUE: the additive attention mask for padded keys. exp(-1e4) is 0 in fp32 and fp16 alike;
   HF's finfo(float32).min becomes -inf in fp16 and gives NaN on fully masked rows;
-- exporting(): True while torch.export / tracing runs (eager-only input checks are skipped then).
+- exporting(): True while torch.export / tracing runs (eager-only input checks are skipped then);
+- SelfAttention: multi-head self-attention with HF's `query`/`key`/`value` parameter names;
+- Pooler: tanh(dense(h[:, 0])), the BERT-style pooler HF's VisualBERT and ViLT share.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 MASK_VALUE = -10000.0
 
@@ -23,3 +28,35 @@ ACTIVATIONS = {
 
 def exporting() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with an additive mask; no dropout (inference only)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_size = hidden_size // num_heads
+        self.query = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.key = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.value = nn.Linear(hidden_size, hidden_size, bias=bias)
+
+    def forward(self, x, additive_mask):
+        B, S, H = x.shape
+
+        def heads(t):  # (B, S, H) -> (B, nh, S, hs)
+            return t.view(B, S, self.num_heads, self.head_size).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size) + additive_mask  # (B, nh, S, S)
+        context = torch.matmul(scores.softmax(dim=-1), v)  # (B, nh, S, hs)
+        return context.transpose(1, 2).reshape(B, S, H)
+
+
+class Pooler(nn.Module):
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, h):
+        return torch.tanh(self.dense(h[:, 0]))  # the first ([CLS]) token

@@ -84,11 +84,7 @@ class Pipeline:
         if self._processor is None:
             with self._lock:
                 if self._processor is None:
-                    # hash-check every file the processor may read (config, tokenizer, preprocessor
-                    # files: all but the graphs and engines, which their backends check) first
-                    for rel in self.artifact.manifest["files"]:
-                        if not rel.endswith((".onnx", ".data", ".weights", ".plan")):
-                            self.artifact.file(rel)
+                    # the processor's files were hash-checked when the Artifact was opened
                     self._processor = self.family.load_processor(self.artifact.path, "artifact")
         return self._processor
 

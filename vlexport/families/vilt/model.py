@@ -30,7 +30,6 @@ Export-friendly choices (numerically equal to HF in fp32 on every deterministic 
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
@@ -39,9 +38,10 @@ from vlexport.errors import ConfigError, InputError
 from vlexport.families.vilt.config import ViltConfig
 from vlexport.layers import ACTIVATIONS as _ACTIVATIONS  # shared by every family's model
 from vlexport.layers import MASK_VALUE
+from vlexport.layers import Pooler, SelfAttention
 from vlexport.layers import exporting as _exporting
 from vlexport.outputs import ModelOutput
-from vlexport.specs import InputSpec, check_inputs
+from vlexport.specs import check_inputs
 
 
 
@@ -139,27 +139,6 @@ class ViltEmbeddings(nn.Module):
 
 # ----------------------------------------------------------------------------- encoder (pre-LN, ViT style)
 
-class ViltSelfAttention(nn.Module):
-    def __init__(self, c: ViltConfig):
-        super().__init__()
-        self.num_heads = c.num_attention_heads
-        self.head_size = c.hidden_size // c.num_attention_heads
-        self.query = nn.Linear(c.hidden_size, c.hidden_size, bias=c.qkv_bias)
-        self.key = nn.Linear(c.hidden_size, c.hidden_size, bias=c.qkv_bias)
-        self.value = nn.Linear(c.hidden_size, c.hidden_size, bias=c.qkv_bias)
-
-    def forward(self, x, additive_mask):
-        B, S, H = x.shape
-
-        def heads(t):  # (B, S, H) -> (B, nh, S, hs)
-            return t.view(B, S, self.num_heads, self.head_size).transpose(1, 2)
-
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size) + additive_mask  # (B, nh, S, S)
-        context = torch.matmul(scores.softmax(dim=-1), v)  # (B, nh, S, hs)
-        return context.transpose(1, 2).reshape(B, S, H)
-
-
 class _Dense(nn.Module):
     """A module holding one `dense` Linear (HF's ViltSelfOutput / ViltIntermediate / ViltOutput)."""
 
@@ -174,7 +153,7 @@ class _Dense(nn.Module):
 class ViltAttention(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.attention = ViltSelfAttention(c)
+        self.attention = SelfAttention(c.hidden_size, c.num_attention_heads, bias=c.qkv_bias)
         self.output = _Dense(c.hidden_size, c.hidden_size)
 
     def forward(self, x, additive_mask):
@@ -209,31 +188,16 @@ class ViltEncoder(nn.Module):
         return x
 
 
-class ViltPooler(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
-
-    def forward(self, h):
-        return torch.tanh(self.dense(h[:, 0]))  # the text [CLS] token
-
-
 # ----------------------------------------------------------------------------- input checks
 
 def _input_specs(model, images: bool) -> list:
-    """What a head takes (built once per model). Masks and segment ids may be omitted, as in HF."""
+    """What a head takes, from the family's description (built once per model); masks and segment
+    ids have HF's defaults there, so they may be omitted. images=True: NLVR2's (B, N, ...) inputs."""
     cache = model.__dict__.setdefault("_input_specs", {})
     if images not in cache:
-        c = model.config
-        lead = ("batch", c.num_images) if images else ("batch",)
-        cache[images] = [
-            InputSpec("input_ids", ("batch", "text"), "int64", 0, c.vocab_size, doc="token ids"),
-            InputSpec("attention_mask", ("batch", "text"), "int64", 0, 2, required=False, default=1),
-            InputSpec("token_type_ids", ("batch", "text"), "int64", 0, c.type_vocab_size, required=False, default=0),
-            InputSpec("pixel_values", (*lead, c.num_channels, "height", "width"), "float32",
-                      doc=f"images {(*lead, c.num_channels, 'height', 'width')}"),
-            InputSpec("pixel_mask", (*lead, "height", "width"), "int64", 0, 2, required=False, default=1),
-        ]
+        from vlexport.families.vilt.describe import NLVR2, describe
+
+        cache[images] = describe(NLVR2 if images else "ViltModel", model.config).graphs[0].inputs
     return cache[images]
 
 
@@ -289,7 +253,7 @@ class ViltModel(_Pretrained, nn.Module):
         self.embeddings = ViltEmbeddings(config)
         self.encoder = ViltEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.pooler = ViltPooler(config) if add_pooling_layer else None
+        self.pooler = Pooler(config.hidden_size) if add_pooling_layer else None
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, pixel_values=None, pixel_mask=None,
                 image_token_type_idx=None, **_):

@@ -23,6 +23,7 @@ from vlexport.errors import InputError
 from vlexport.families.visual_bert.config import VisualBertConfig
 from vlexport.layers import ACTIVATIONS as _ACTIVATIONS  # shared by every family's model
 from vlexport.layers import MASK_VALUE
+from vlexport.layers import Pooler, SelfAttention
 from vlexport.layers import exporting as _exporting
 from vlexport.outputs import ModelOutput
 from vlexport.specs import check_inputs
@@ -65,27 +66,6 @@ class VisualBertEmbeddings(nn.Module):
 
 # ----------------------------------------------------------------------------- encoder (post-LN BERT)
 
-class VisualBertSelfAttention(nn.Module):
-    def __init__(self, c: VisualBertConfig):
-        super().__init__()
-        self.num_heads = c.num_attention_heads
-        self.head_size = c.hidden_size // c.num_attention_heads
-        self.query = nn.Linear(c.hidden_size, c.hidden_size)
-        self.key = nn.Linear(c.hidden_size, c.hidden_size)
-        self.value = nn.Linear(c.hidden_size, c.hidden_size)
-
-    def forward(self, x, additive_mask):
-        B, S, H = x.shape
-
-        def heads(t):  # (B, S, H) -> (B, nh, S, hs)
-            return t.view(B, S, self.num_heads, self.head_size).transpose(1, 2)
-
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size) + additive_mask  # (B, nh, S, S)
-        context = torch.matmul(scores.softmax(dim=-1), v)  # (B, nh, S, hs)
-        return context.transpose(1, 2).reshape(B, S, H)
-
-
 class VisualBertSelfOutput(nn.Module):
     def __init__(self, c):
         super().__init__()
@@ -99,7 +79,7 @@ class VisualBertSelfOutput(nn.Module):
 class VisualBertAttention(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.self = VisualBertSelfAttention(c)
+        self.self = SelfAttention(c.hidden_size, c.num_attention_heads)
         self.output = VisualBertSelfOutput(c)
 
     def forward(self, x, additive_mask):
@@ -144,15 +124,6 @@ class VisualBertEncoder(nn.Module):
         for layer in self.layer:
             x = layer(x, additive_mask)
         return x
-
-
-class VisualBertPooler(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
-
-    def forward(self, h):
-        return torch.tanh(self.dense(h[:, 0]))  # the [CLS] token
 
 
 # ----------------------------------------------------------------------------- base model
@@ -212,7 +183,7 @@ class VisualBertModel(_Pretrained, nn.Module):
         self.config = config
         self.embeddings = VisualBertEmbeddings(config)
         self.encoder = VisualBertEncoder(config)
-        self.pooler = VisualBertPooler(config) if add_pooling_layer else None
+        self.pooler = Pooler(config.hidden_size) if add_pooling_layer else None
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,
                 visual_attention_mask=None, visual_token_type_ids=None, image_text_alignment=None, **_):
