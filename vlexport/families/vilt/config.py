@@ -3,11 +3,10 @@ description, the runtime and `vlexport validate` can use it on machines without 
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from vlexport.errors import ConfigError
+from vlexport.hf_config import HFConfig
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 _POSITIVE_INTS = ("vocab_size", "type_vocab_size", "modality_type_vocab_size", "max_position_embeddings",
@@ -16,7 +15,7 @@ _POSITIVE_INTS = ("vocab_size", "type_vocab_size", "modality_type_vocab_size", "
 
 
 @dataclass
-class ViltConfig:
+class ViltConfig(HFConfig):
     vocab_size: int = 30522
     type_vocab_size: int = 2
     modality_type_vocab_size: int = 2  # 0 = text, i+1 = image i (3 for NLVR2's two images)
@@ -40,37 +39,17 @@ class ViltConfig:
     num_labels: int = 2
     extra: dict = field(default_factory=dict)  # every other config.json key, kept for round trips
 
+    MODEL_TYPE = "vilt"
+    POSITIVE_INTS = _POSITIVE_INTS
+    KEEP_NONE = ("pad_token_id",)  # transformers 5's default is None: it must not come back as 0
+
     @classmethod
-    def from_dict(cls, d: dict) -> "ViltConfig":
-        names = {f.name for f in fields(cls)} - {"extra"}
-        kw = {k: v for k, v in d.items() if k in names}
-        if kw.get("id2label"):
-            try:
-                kw["id2label"] = {int(k): str(v) for k, v in dict(kw["id2label"]).items()}
-            except (TypeError, ValueError, AttributeError):
-                raise ConfigError("config 'id2label' must map label ids to names") from None
-            kw["num_labels"] = len(kw["id2label"])
+    def _normalize(cls, kw: dict) -> dict:
         for name in ("image_size", "patch_size"):  # HF allows [h, w]; its ViLT only works with squares
             v = kw.get(name)
             if isinstance(v, (list, tuple)) and len(v) == 2 and v[0] == v[1]:
                 kw[name] = v[0]
-        cfg = cls(**kw, extra={k: v for k, v in d.items() if k not in names})
-        cfg.validate()
-        return cfg
-
-    @classmethod
-    def from_json_file(cls, path) -> "ViltConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        # pad_token_id stays even when None (transformers 5's default), else it would come back as 0
-        d = {**self.extra, **{k: v for k, v in d.items() if v is not None or k == "pad_token_id"},
-             "model_type": "vilt"}
-        if self.id2label:
-            d["id2label"] = {str(k): v for k, v in self.id2label.items()}
-            d["label2id"] = {v: k for k, v in self.id2label.items()}
-        return d
+        return kw
 
     @property
     def grid_size(self) -> int:
@@ -78,15 +57,7 @@ class ViltConfig:
         return self.image_size // self.patch_size
 
     def validate(self):
-        for name in _POSITIVE_INTS:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"config '{name}' must be a positive integer, got {v!r}")
-        if not isinstance(self.layer_norm_eps, (int, float)) or not 0 < self.layer_norm_eps < 1:
-            raise ConfigError(f"config 'layer_norm_eps' must be a small positive number, got {self.layer_norm_eps!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"hidden_size {self.hidden_size} is not a multiple of "
-                              f"num_attention_heads {self.num_attention_heads}")
+        self.check_common()
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(f"hidden_act '{self.hidden_act}' is not supported; known: {list(ACTIVATIONS)}")
         if self.patch_size > self.image_size:
