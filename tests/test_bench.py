@@ -15,6 +15,18 @@ TARGETS = {"ort_fp32_speedup": 1.5, "ort_int8_speedup": 2.5, "ort_fp32_pct_peak_
 TINY_IDS = sorted(i for f in families.all_families() for i in f.tiny)
 
 
+def _tiny_graphs(model_id: str) -> list:
+    """The graphs a tiny model's artifact will have: [None] for one graph (the harness's default),
+    else every graph's name (an artifact with several is timed one chosen graph per run)."""
+    fam, cfg, _ = families.embedded(model_id)
+    arch = (cfg.get("architectures") or list(fam.architectures))[0]
+    names = [g.name for g in fam.describe(arch, fam.config_from_dict(cfg)).graphs]
+    return [None] if len(names) == 1 else names
+
+
+TINY_GRAPHS = [(i, g) for i in TINY_IDS for g in _tiny_graphs(i)]
+
+
 def test_percentiles_match_hand_values():
     xs = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     p = stats.percentiles(xs)
@@ -116,19 +128,28 @@ def test_markdown_reports_gpu_device_time_beside_wall_time():
     assert "| B=1 T=20 V=36 | tensorrt-fp16 | 1.250 | 1.000 |" in section
 
 
-@pytest.mark.parametrize("model_id", TINY_IDS)
-def test_harness_end_to_end_tiny(model_id, tmp_path):
-    """Every family's tiny model through the whole harness (a new family is picked up by the registry)."""
+@pytest.mark.parametrize("model_id,graph", TINY_GRAPHS, ids=[i if g is None else f"{i}-{g}" for i, g in TINY_GRAPHS])
+def test_harness_end_to_end_tiny(model_id, graph, tmp_path):
+    """Every family's tiny model through the whole harness (a new family is picked up by the registry);
+    an artifact with several graphs: each graph in its own run."""
     pytest.importorskip("torch")
+    from vlexport._deps import available
     from vlexport.bench import report
     from vlexport.bench.harness import run_benchmark
 
     opts = BenchOptions(model_id, backends=("transformers", "torch", "ort-fp32", "ort-int8", "tensorrt-fp16"),
                         sweep={"batch": [1, 2]}, iters=2, warmup=1, parity_samples=4, wrapper_iters=3,
-                        gemm_peak=False, progress=False, build_kwargs={"int8": False})
+                        gemm_peak=False, progress=False, build_kwargs={"int8": False}, graph=graph)
     res = run_benchmark(opts)
     assert res["backends"]["tensorrt-fp16"]["status"] == "skipped" or res["machine"]["gpus"]
     assert res["backends"]["torch"]["status"] == "ok"
+    if graph is not None:
+        assert res["model"]["graph"] == graph and len(res["model"]["graphs"]) > 1
+        if available("transformers"):  # the family's per-graph transformers runner (Family.hf_graphs)
+            assert res["backends"]["transformers"]["status"] == "ok", res["backends"]["transformers"]
+        assert graph in res["wrapper_overhead"]["call"]
+        assert f"graph `{graph}`" in report.to_markdown(res)
+    assert all("others_cores" in p["load"] for p in res["points"]) or not available("psutil")
     assert res["backends"]["ort-int8"]["status"] == "skipped"  # built without --int8: skipped with the reason
     assert "int8" in res["backends"]["ort-int8"]["reason"]
     assert len(res["points"]) == 2
@@ -168,3 +189,46 @@ def test_quantize_int8_small_graph(tmp_path):
     a = ort.InferenceSession(str(fp32)).run(None, {"x": xs})[0]
     b = ort.InferenceSession(str(tmp_path / "m.int8.onnx")).run(None, {"x": xs})[0]
     assert metrics.cosine(a, b) > 0.99
+
+
+def test_multi_graph_artifact_needs_a_graph(tmp_path):
+    """An artifact with several graphs and no --graph is a clear error naming its graphs."""
+    pytest.importorskip("torch")
+    from vlexport.artifact import Artifact
+    from vlexport.bench.harness import Context
+    from vlexport.errors import ConfigError
+    from vlexport.export.build import build
+
+    multi = [i for i, g in TINY_GRAPHS if g is not None]
+    if not multi:
+        pytest.skip("no family with several graphs")
+    path = build(multi[0], tmp_path / "a", progress=False)
+    graphs = families.describe_artifact(Artifact(path)).graphs
+    names = [g.name for g in graphs]
+    with pytest.raises(ConfigError) as err:
+        Context(path, threads=1)
+    assert all(n in str(err.value) for n in names) and "--graph" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        Context(path, threads=1, graph="nope")
+    assert "nope" in str(err.value) and names[0] in str(err.value)
+    ctx = Context(path, threads=1, graph=names[-1])
+    assert ctx.graph == names[-1] and ctx.output_names == graphs[-1].output_names
+
+
+def test_suite_report_and_items_column(tmp_path):
+    """Several runs in one JSON + Markdown; the throughput column is named after the items."""
+    from vlexport.bench import report
+
+    a, b = _fake_result(), _fake_result()
+    for r, g, item in ((a, "vision", "images"), (b, "text", "texts")):
+        r["model"] = {"architecture": "X", "graph": g, "graphs": ["vision", "text"]}
+        r["options"]["item_name"] = item
+        r["points"][0]["load"] = {"others_cores": 0.25, "self_cores": 1.9, "system_cores": 2.15, "wall_s": 3.0,
+                                  "logical_cores": 2, "steal_cores": 0.0}
+    files = report.write_suite([a, b], tmp_path, stem="s", plots=False, title="suite")
+    md = files["markdown"].read_text()
+    assert "## Graph `vision`" in md and "## Graph `text`" in md
+    assert "| images/s |" in md and "| texts/s |" in md and "samples/s" not in md
+    assert "0.25" in md  # the load of the point
+    assert [r["model"]["graph"] for r in json.loads(files["json"].read_text())["runs"]] == ["vision", "text"]
+    assert "| samples/s |" in report.to_markdown(_fake_result())  # one-graph runs: as before

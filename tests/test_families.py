@@ -134,7 +134,7 @@ TOY = Family(
     name="toy", model_types=("toy",),
     architectures={"ToyForSequenceClassification": "text-classification", "ToyTwoGraph": "two-graph-classification"},
     config_from_dict=ToyConfig.from_dict, describe=toy_describe, model_module=__name__,
-    load_processor=lambda folder, weights: ToyProcessor(),
+    load_processor=lambda folder, weights, config=None: ToyProcessor(),
     tiny={"tiny-toy": lambda: ToyConfig().to_dict(),
           "tiny-toy-two-graph": lambda: {**ToyConfig().to_dict(), "architectures": ["ToyTwoGraph"]}},
 )

@@ -2,7 +2,8 @@
 
 Entry points: `model(**feeds)` on ONNX Runtime fp32, fp16, int8 and the torch backend, for every
 built-in tiny model of every registered family (`families.all_families()`, each family's `tiny`
-ids: a new family is picked up without editing this file), and `model.processor(...)`
+ids: a new family is picked up without editing this file; each graph of a multi-graph artifact
+through the pipeline's generic `prepare` + `run_graph`), and `model.processor(...)`
 (VisualBERT-specific strategies; other families' processors are skipped with a note until they
 get theirs).
 
@@ -42,6 +43,17 @@ from vlexport.errors import InputError, NumericalError, VlexportError  # noqa: E
 from vlexport.specs import dim_terms, resolve_dim  # noqa: E402
 
 TINY_IDS = [tid for fam in families.all_families() for tid in fam.tiny]
+
+
+def _graphs(tid):
+    fam, cfg, _ = families.embedded(tid)
+    arch = (cfg.get("architectures") or [next(iter(fam.architectures))])[0]
+    return [g.name for g in fam.describe(arch, fam.config_from_dict(cfg)).graphs]
+
+
+# every graph of every tiny model: a multi-graph artifact's graphs are driven one by one through the
+# runtime's generic entry (pipeline.prepare + run_graph), one-graph ones through model(**feeds)
+TINY_GRAPHS = [(tid, g) for tid in TINY_IDS for g in _graphs(tid)]
 BACKENDS = [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"), ("torch", "fp32")]
 BACKEND_IDS = ["ort-fp32", "ort-fp16", "ort-int8", "torch"]
 _NP = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
@@ -54,15 +66,19 @@ class _Built(SimpleNamespace):
         return f"built({self.id!r})"
 
 
-@pytest.fixture(scope="module", params=TINY_IDS)
+_ARTIFACTS: dict = {}
+
+
+@pytest.fixture(scope="module", params=TINY_GRAPHS, ids=lambda p: p[0] if len(_graphs(p[0])) == 1 else f"{p[0]}:{p[1]}")
 def built(request, tmp_path_factory):
     """One artifact per tiny model (fp32 + fp16 + int8 graphs), built once for this module, and its
-    pipelines on every CPU backend, loaded on first use."""
+    pipelines on every CPU backend, loaded on first use; `call(model, feeds)` runs the graph under test."""
     from vlexport.export.build import build
 
-    out = build(request.param, tmp_path_factory.mktemp("props") / request.param, fp16=True, int8=True,
-                progress=False)
-    models = {}
+    tid, graph = request.param
+    if tid not in _ARTIFACTS:
+        _ARTIFACTS[tid] = (build(tid, tmp_path_factory.mktemp("props") / tid, fp16=True, int8=True, progress=False), {})
+    out, models = _ARTIFACTS[tid]
 
     def model(backend="onnxruntime", precision="fp32"):
         key = (backend, precision)
@@ -71,11 +87,13 @@ def built(request, tmp_path_factory):
         return models[key]
 
     first = model()
-    if len(first.artifact.graph_names) != 1:
-        pytest.skip(f"{request.param}: the property strategies drive one-graph (classify) pipelines; "
-                    f"the '{first.artifact.pipeline}' pipeline needs its own")
-    graph = first.artifact.graph_names[0]
-    return _Built(id=request.param, path=out, model=model, family=families.get(first.artifact.family),
+    if len(first.artifact.graph_names) == 1:
+        def call(m, feeds):
+            return m(**feeds)
+    else:
+        def call(m, feeds):
+            return dict(m.run_graph(graph, m.prepare(feeds, graph)))
+    return _Built(id=tid, path=out, model=model, family=families.get(first.artifact.family), call=call,
                            graph=graph, specs=first.artifact.inputs(graph), outputs=first.artifact.outputs(graph),
                            axes=first.artifact.axes)
 
@@ -366,7 +384,7 @@ def _run_case(b, backend, precision, data):
     model = b.model(backend, precision)
     feeds, reference, culprits = _draw_case(data, b)
     note(f"feeds: { {k: (type(v).__name__, getattr(v, 'dtype', None), getattr(v, 'shape', None)) for k, v in feeds.items()} }")
-    kind, got = _outcome(lambda: model(**feeds))
+    kind, got = _outcome(lambda: b.call(model, feeds))
     event(f"outcome: {kind if kind == 'ok' else type(got).__name__}")
     if reference is None:  # an invalid input: a vlexport error naming the input at fault
         assert kind == "error", f"an invalid input was answered (culprits {culprits})"
@@ -374,7 +392,7 @@ def _run_case(b, backend, precision, data):
             assert _names_one_of(got, culprits), f"the error does not name any of {culprits}: {got}"
         assert isinstance(got, InputError), f"{type(got).__name__} for an invalid input: {got}"
         return
-    ref_kind, ref = _outcome(lambda: model(**reference))
+    ref_kind, ref = _outcome(lambda: b.call(model, reference))
     if ref_kind == "error":  # e.g. an fp16 overflow: the same documented error for both
         assert kind == "error" and isinstance(ref, NumericalError) and type(got) is type(ref), (ref, got)
         return
@@ -386,7 +404,7 @@ def _run_case(b, backend, precision, data):
         assert np.array_equal(got[k], ref[k]), f"output '{k}' differs from the clean call: max diff " \
                                                 f"{np.abs(got[k] - ref[k]).max()}"
     if backend == "onnxruntime" and precision == "fp32":
-        t_kind, theirs = _outcome(lambda: b.model("torch")(**reference))
+        t_kind, theirs = _outcome(lambda: b.call(b.model("torch"), reference))
         assert t_kind == "ok", theirs
         tol = 1e-4
         for k in ref:

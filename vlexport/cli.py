@@ -1,4 +1,4 @@
-"""The `vlexport` command: build, export, predict, inspect, validate, bench.
+"""The `vlexport` command: build, export, predict, embed, inspect, validate, bench.
 
 Any VlexportError becomes a one-line message on stderr and exit code 2 (1 for a failed check),
 never a traceback for a user mistake. Heavy imports happen inside each command. Family-specific
@@ -26,7 +26,7 @@ def _families():
 
 def _add_model_args(p):
     tiny = sorted(i for f in _families() for i in f.tiny)
-    p.add_argument("--model", required=True, help="hub id, local folder (config.json + weights), a known public id "
+    p.add_argument("--model", help="hub id, local folder (config.json + weights), a known public id "
                    f"with --random-weights, or a built-in tiny model ({', '.join(tiny)})")
     p.add_argument("--task", help="architecture or task name overriding config.json (e.g. question-answering)")
     p.add_argument("--random-weights", action="store_true",
@@ -45,6 +45,11 @@ def _add_model_args(p):
                 seen.add(opt.name)
                 p.add_argument(f"--{opt.name.replace('_', '-')}", action="store_true", dest=f"opt__{opt.name}",
                                help=f"{opt.help} ({fam.name})")
+    for fam in _families():  # building from parts instead of --model (e.g. two towers)
+        for flags, kw in (fam.compose.arguments if fam.compose else ()):
+            if flags[0] not in seen:
+                seen.add(flags[0])
+                p.add_argument(*flags, **{**kw, "help": f"{kw.get('help', '')} ({fam.name})"})
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim/onnxslim")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads used while validating and timing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -86,7 +91,13 @@ def _build_kwargs(args, onnx_only: bool) -> dict:
     from vlexport.sources import model_config
 
     # default ranges depend on the config (e.g. max_position_embeddings): read it cheaply first
-    cfg, _, _ = model_config(args.model, args.random_weights, args.revision)
+    composer = _composer(args)
+    if composer is not None:
+        fam, values = composer
+        cfg, name, _ = fam.compose.load()(values, args.random_weights, args.revision)
+        args.model = name
+    else:
+        cfg, _, _ = model_config(args.model, args.random_weights, args.revision)
     family, arch = resolve_architecture(cfg, args.task)
     given = [k[len("opt__"):] for k, v in vars(args).items() if k.startswith("opt__") and v]
     own = {o.name for o in family.options}
@@ -97,13 +108,31 @@ def _build_kwargs(args, onnx_only: bool) -> dict:
     defaults = family.describe(arch, family.config_from_dict(cfg), **options).axes
     kw = dict(task=args.task, random_weights=args.random_weights, revision=args.revision,
               axes=axes_from_flags(args, defaults), options=options, simplify=not args.no_simplify,
-              threads=args.threads, onnx_only=onnx_only, progress=not args.quiet)
+              threads=args.threads, onnx_only=onnx_only, progress=not args.quiet,
+              compose=(composer[0].name, composer[1]) if composer else None)
     if not onnx_only:
         kw.update(fp16=args.fp16, int8=args.int8, require_engine=args.require_engine,
                   engine_options={"workspace_gb": args.workspace_gb, "version_compatible": args.version_compatible,
                                   "hardware_compatibility": args.hardware_compatibility,
                                   "refittable": args.refittable, "timing_cache": args.timing_cache})
     return kw
+
+
+def _composer(args):
+    """(family, values) when the flags name parts to compose (e.g. --vision-model/--text-model), else None."""
+    for fam in _families():
+        if fam.compose is None:
+            continue
+        values = {d: getattr(args, d, None) for d in fam.compose.dests()}
+        if any(v is not None for v in values.values()):
+            if args.model:
+                raise ConfigError(f"pass either --model or the parts to compose "
+                                  f"({', '.join(f[0] for f, _ in fam.compose.arguments)}), not both")
+            return fam, values
+    if not args.model:
+        raise ConfigError("--model is required (a hub id, a local folder, a known public id with --random-weights, "
+                          "or a built-in tiny model)")
+    return None
 
 
 def cmd_build(args, onnx_only=False):
@@ -184,6 +213,38 @@ def _predict_parser(sub):
     p.set_defaults(func=cmd_predict)
 
 
+def cmd_embed(args):
+    from vlexport.embed import embed
+
+    result = embed(args.path, images=args.images, texts=args.texts, out=args.out, batch_size=args.batch_size,
+                   normalize=not args.no_normalize, overwrite=args.overwrite, backend=args.backend,
+                   precision=args.precision, progress=not args.quiet)
+    print(result.summary())
+    return 0
+
+
+def _embed_parser(sub):
+    from vlexport.embed import DEFAULT_BATCH_SIZE, IMAGE_EXTENSIONS
+
+    p = sub.add_parser("embed", help="embed many images or texts in batches into a .npy matrix, with a .json "
+                       "sidecar naming each row's source")
+    p.add_argument("path", type=Path, help="the artifact (its pipeline must embed images or texts)")
+    p.add_argument("--images", nargs="+", metavar="DIR_OR_GLOB",
+                   help=f"directories (recursive: {', '.join(e[1:] for e in IMAGE_EXTENSIONS)}), glob patterns "
+                        "(quoted, e.g. 'photos/**/*.jpg') or files")
+    p.add_argument("--texts", metavar="FILE", help="a UTF-8 text file, one text per line (blank lines skipped)")
+    p.add_argument("--out", type=Path, help="the .npy to write; the sidecar <stem>.json goes beside it")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"inputs per batch (default {DEFAULT_BATCH_SIZE}; capped at the artifact's largest batch)")
+    p.add_argument("--no-normalize", action="store_true", help="keep the projected features as they are "
+                   "(default: L2-normalized rows)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out and its sidecar")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--quiet", action="store_true", help="no progress bar (skipped inputs are still reported)")
+    p.set_defaults(func=cmd_embed)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="vlexport", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"vlexport {__version__}")
@@ -207,6 +268,7 @@ def main(argv=None) -> int:
     p.set_defaults(func=lambda a: cmd_build(a, onnx_only=True))
 
     _predict_parser(sub)
+    _embed_parser(sub)
 
     p = sub.add_parser("inspect", help="show an artifact's manifest as tables")
     p.add_argument("path", type=Path)

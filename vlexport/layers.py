@@ -5,7 +5,7 @@
   HF's finfo(float32).min becomes -inf in fp16 and gives NaN on fully masked rows;
 - exporting(): True while torch.export / tracing runs (eager-only input checks are skipped then);
 - SelfAttention: multi-head self-attention with HF's `query`/`key`/`value` parameter names;
-- Pooler: tanh(dense(h[:, 0])), the BERT-style pooler HF's VisualBERT and ViLT share.
+- Pooler: tanh(dense(h[:, 0])), the BERT-style pooler of BERT, VisualBERT, ViLT, ViT and DeiT.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ ACTIVATIONS = {
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),  # CLIP's
 }
 
 
@@ -48,15 +49,18 @@ class SelfAttention(nn.Module):
             return t.view(B, S, self.num_heads, self.head_size).transpose(1, 2)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size) + additive_mask  # (B, nh, S, S)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size)  # (B, nh, S, S)
+        if additive_mask is not None:  # None: every key is real (vision towers)
+            scores = scores + additive_mask
         context = torch.matmul(scores.softmax(dim=-1), v)  # (B, nh, S, hs)
         return context.transpose(1, 2).reshape(B, S, H)
 
 
 class Pooler(nn.Module):
-    def __init__(self, hidden_size: int):
+    def __init__(self, hidden_size: int, out_size: int | None = None, act: str = "tanh"):
         super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dense = nn.Linear(hidden_size, out_size or hidden_size)
+        self.act = torch.tanh if act == "tanh" else ACTIVATIONS[act]
 
     def forward(self, h):
-        return torch.tanh(self.dense(h[:, 0]))  # the first ([CLS]) token
+        return self.act(self.dense(h[:, 0]))  # the first ([CLS]) token

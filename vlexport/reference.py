@@ -24,6 +24,8 @@ class Loaded:
     source: str  # what the user passed
     model_dir: Path | None  # the folder weights came from (None for random weights)
     weights: str  # "checkpoint" | "random" | "tiny"
+    processor: object = None  # set when the model was composed from parts (else the family loads it)
+    random_parts: tuple = ()  # parameters a composed checkpoint model did not get from any checkpoint
 
 
 def _architecture(family, cfg_dict: dict, override: str | None) -> str:

@@ -47,6 +47,13 @@ def manifest_tables(m: dict) -> list:
         t.add_row(T(k), T(v))
     if m.get("options"):
         t.add_row(T("options"), T(", ".join(f"{k}={v}" for k, v in m["options"].items())))
+    if src.get("composed_from"):
+        t.add_row(T("composed"), T(", ".join(f"{k}={v}" for k, v in src["composed_from"].items())))
+    if src.get("random_parts"):
+        t.add_row(T("random parts"), T(", ".join(map(str, src["random_parts"])) + " (no checkpoint holds them: "
+                                        "train before trusting similarities)"))
+    if m.get("model_facts"):
+        t.add_row(T("model facts"), T(", ".join(f"{k}={v}" for k, v in m["model_facts"].items())))
     tables.append(t)
 
     t = Table(title="axis ranges (min / opt / max)")

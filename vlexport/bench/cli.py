@@ -19,6 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL_OR_ARTIFACT",
                    help="a built artifact folder, or a model id / folder (built into a temporary folder first)")
     p.add_argument("--random-weights", action="store_true", help="with a model id: random weights, full-size config")
+    p.add_argument("--graph", default=None, metavar="NAME",
+                   help="the graph to time, for artifacts with several (e.g. a dual encoder's 'vision' or 'text'); "
+                        "required for them, one graph per run")
+    p.add_argument("--items", default="samples", metavar="NAME",
+                   help="what one batch row is, naming the throughput column (e.g. images -> images/s; default samples)")
     p.add_argument("--backends", default=",".join(ALL_BACKENDS),
                    help=f"comma-separated, from {','.join(ALL_BACKENDS)} (default: all; unavailable ones are skipped "
                         f"with the reason)")
@@ -65,7 +70,8 @@ def options_from_args(args):
                         base=base, sweep=sweep, grid=args.grid, warmup=args.warmup, iters=args.iters,
                         threads=args.threads, random_weights=args.random_weights, seed=args.seed, pad=not args.no_pad,
                         parity_samples=args.parity_samples, wrapper_iters=0 if args.no_wrapper_overhead else 40,
-                        gemm_peak=not args.no_gemm_peak, progress=not args.quiet)
+                        gemm_peak=not args.no_gemm_peak, progress=not args.quiet, graph=args.graph,
+                        item_name=args.items)
 
 
 def run(args) -> int:

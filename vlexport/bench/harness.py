@@ -2,9 +2,15 @@
 
     from vlexport.bench import BenchOptions, run_benchmark
     result = run_benchmark(BenchOptions("engines/visualbert-vqa", sweep={"batch": [1, 8, 32]}))
+    result = run_benchmark(BenchOptions("engines/dual", graph="vision", sweep={"batch": [1, 32]}))
 
 Generic: the artifact's family (from the registry) gives the description, the dummy inputs, the
 FLOP count and the transformers class of the same name; the size points are axis sizes.
+One graph per run: an artifact with several graphs (e.g. a dual encoder's "vision" and "text") is
+timed one chosen graph at a time (`BenchOptions.graph`; without it such an artifact is an error that
+lists its graphs). Each backend then runs that graph alone: our reference's `graph_modules()[graph]`,
+the runtime's `prepare(feeds, graph)` + `run_graph(graph, ...)` (what its get_*_features methods
+do), and for transformers the family's `Family.hf_graphs` hook (HF eager on our weights, per graph).
 
 Backends (each skipped with a reason when it cannot run here):
     transformers   HF `transformers` eager, our weights loaded into it (the usual baseline)
@@ -19,7 +25,9 @@ achieved GFLOP/s (2 x MACs of all Linear and attention matmuls, from the config 
 its fraction of this machine's measured GEMM peak; load time, first-call time and RSS growth per
 backend; parity per output against the torch reference, at every point and on a separate set of
 random inputs. Wrapper overhead: `model(**feeds)` against `model.backend.session.run(None, feeds)`
-on the same ORT session, interleaved.
+on the same ORT session, interleaved. Machine load: the CPU time this process and everything else
+on the machine used during each point's timed loop (from /proc/stat via psutil) and the load average,
+so a run on a shared machine says how shared it was.
 """
 
 from __future__ import annotations
@@ -73,6 +81,8 @@ class BenchOptions:
     gemm_peak: bool = True
     progress: bool = True
     targets: dict = field(default_factory=dict)  # name -> goal, checked by evaluate_targets (see the scripts)
+    graph: str | None = None  # the graph to time, for artifacts with several (None: the artifact's only graph)
+    item_name: str = "samples"  # what one batch row is, for the throughput column ("images" -> "images/s")
 
 
 # ------------------------------------------------------------------------------------------ sweeps
@@ -146,6 +156,47 @@ class PeakRSS:
         return (self.peak - self.start) / 2**20
 
 
+class CpuLoad:
+    """CPU use of the whole machine while active, split into this process and everything else.
+
+    `.summary()`: wall seconds, cores busy on average (system-wide, from /proc/stat), of which this
+    process's and the others' (system minus ours; on a VM also the hypervisor's steal), and the 1-minute
+    load average at both ends. Empty without psutil."""
+
+    def __enter__(self):
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc):
+        self._end = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            import psutil
+        except ImportError:
+            return None
+        t = psutil.cpu_times()
+        busy = sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+        mine = psutil.Process().cpu_times()
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        return {"wall": time.perf_counter(), "busy": busy, "steal": getattr(t, "steal", 0.0),
+                "self": mine.user + mine.system, "loadavg": load}
+
+    def summary(self) -> dict:
+        a, b = self._start, getattr(self, "_end", None) or self._sample()
+        if a is None or b is None:
+            return {}
+        wall = b["wall"] - a["wall"]
+        if wall <= 0:
+            return {}
+        system = (b["busy"] - a["busy"]) / wall
+        mine = (b["self"] - a["self"]) / wall
+        return {"wall_s": round(wall, 2), "system_cores": round(system, 2), "self_cores": round(mine, 2),
+                "others_cores": round(max(0.0, system - mine), 2), "steal_cores": round((b["steal"] - a["steal"]) / wall, 2),
+                "loadavg_1m_start": a["loadavg"], "loadavg_1m_end": b["loadavg"], "logical_cores": os.cpu_count()}
+
+
 # ----------------------------------------------------------------------------------------- runners
 class Skip(Exception):
     """A backend that cannot run here; the message says why."""
@@ -176,7 +227,7 @@ class TorchRunner(Runner):
         import torch
 
         self.torch = torch
-        self.model = self.ctx.reference_module()
+        self.model = self.ctx.torch_module()
 
     def call(self, feeds):
         t = self.torch
@@ -186,9 +237,12 @@ class TorchRunner(Runner):
 
 
 class TransformersRunner(TorchRunner):
-    """HF transformers eager with our weights (keys match HF's; missing keys must be none)."""
+    """HF transformers eager with our weights (keys match HF's; missing keys must be none). A family
+    with `hf_graphs` gives its own per-graph runners (several graphs, or graphs that are not one
+    transformers class's forward); otherwise the transformers class named like the architecture."""
 
     name = "transformers"
+    graph_fn = None
 
     def load(self):
         from vlexport._deps import available
@@ -199,6 +253,10 @@ class TransformersRunner(TorchRunner):
         import transformers
 
         self.torch = torch
+        if self.ctx.family.hf_graphs:
+            return self._load_family_hook()
+        if self.ctx.multi_graph:
+            raise Skip(f"family '{self.ctx.family.name}' gives no transformers runner per graph (Family.hf_graphs)")
         arch = self.ctx.architecture
         cls = getattr(transformers, arch, None)
         if cls is None:
@@ -213,8 +271,25 @@ class TransformersRunner(TorchRunner):
             raise Skip(f"our state dict lacks HF keys {missing[:5]} (mismatched architecture)")
         self.keys_unexpected = list(res.unexpected_keys)
 
+    def _load_family_hook(self):
+        import importlib
+
+        module, fn = self.ctx.family.hf_graphs.split(":")
+        try:
+            fns = getattr(importlib.import_module(module), fn)(self.ctx.reference_module(), self.ctx.config_dict)
+        except (ImportError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise Skip(f"transformers runner of {self.ctx.family.name} ({self.ctx.family.hf_graphs}): "
+                       f"{type(exc).__name__}: {exc}") from None
+        if self.ctx.graph not in fns:
+            raise Skip(f"the family's transformers runners cover the graphs {sorted(fns)}, not '{self.ctx.graph}'")
+        self.graph_fn = fns[self.ctx.graph]
+
     def call(self, feeds):
         t = self.torch
+        if self.graph_fn is not None:
+            with t.inference_mode():
+                out = self.graph_fn(**{k: t.from_numpy(v) for k, v in feeds.items()})
+            return {k: out[k].numpy() for k in self.ctx.output_names if out.get(k) is not None}
         with t.inference_mode():
             out = self.model(**{k: t.from_numpy(v) for k, v in feeds.items()}, return_dict=True)
         names = [o for o in self.ctx.output_names if getattr(out, o, None) is not None]
@@ -255,9 +330,18 @@ class RuntimeRunner(Runner):
         except (VlexportError, ImportError) as exc:
             raise Skip(f"{type(exc).__name__}: {exc}") from None
 
+    @property
+    def graph_backend(self):
+        """The backend session of the timed graph (pipelines of several graphs hold one per graph)."""
+        return self.model.backends[self.ctx.graph] if self.ctx.multi_graph else self.model.backend
+
     def call(self, feeds):
-        out = dict(self.model(**feeds))
-        device_ms = getattr(self.model.backend, "last_device_ms", None)  # TensorRT: CUDA-event time
+        if self.ctx.multi_graph:  # one graph of several: what the pipeline's get_*_features methods do
+            g = self.ctx.graph
+            out = dict(self.model.run_graph(g, self.model.prepare(feeds, g)))
+        else:
+            out = dict(self.model(**feeds))
+        device_ms = getattr(self.graph_backend, "last_device_ms", None)  # TensorRT: CUDA-event time
         if device_ms is not None:
             self.device_ms.append(device_ms)
         return out
@@ -279,24 +363,28 @@ def make_runners(ctx, names) -> list[Runner]:
 
 # ----------------------------------------------------------------------------------------- context
 class Context:
-    """The artifact, its description (one graph), and the reference model (built once, shared)."""
+    """The artifact, its description (the timed graph), and the reference model (built once, shared)."""
 
-    def __init__(self, artifact_path: Path, threads: int):
+    def __init__(self, artifact_path: Path, threads: int, graph: str | None = None):
         from vlexport import families
         from vlexport.artifact import Artifact
+        from vlexport.errors import ConfigError
 
         self.artifact = Artifact(artifact_path)
-        if len(self.artifact.graph_names) != 1:
-            from vlexport.errors import ConfigError
-
-            raise ConfigError(f"vlexport bench times one-graph artifacts; this one has {self.artifact.graph_names}")
+        names = list(self.artifact.graph_names)
+        if graph is None and len(names) != 1:
+            raise ConfigError(f"'{artifact_path}' has {len(names)} graphs ({', '.join(names)}); vlexport bench times "
+                              f"one at a time: choose one with --graph NAME (BenchOptions.graph), e.g. --graph {names[0]}")
+        if graph is not None and graph not in names:
+            raise ConfigError(f"graph '{graph}' is not in '{artifact_path}'; its graphs are {', '.join(names)}")
         self.threads = threads
         self.architecture = self.artifact.architecture
         self.config_dict = self.artifact.config
         self.family = families.get(self.artifact.family)
         self.config = self.family.config_from_dict(self.config_dict)
         self.spec = families.describe_artifact(self.artifact)
-        self.graph = self.artifact.graph_names[0]
+        self.graph = graph if graph is not None else names[0]
+        self.multi_graph = len(names) > 1
         self.graph_spec = self.spec.graph(self.graph)
         self.axes = self.spec.axes_for(self.graph_spec)
         self.output_names = self.graph_spec.output_names
@@ -315,6 +403,14 @@ class Context:
 
             self._reference = reference_model(self.artifact).eval()
         return self._reference
+
+    def torch_module(self):
+        """The module our torch backend times: the model, or its module for the timed graph."""
+        if not self.multi_graph:
+            return self.reference_module()
+        from vlexport.runtime.backends.torch import graph_modules
+
+        return graph_modules(self.reference_module(), self.artifact.graph_names)[self.graph]
 
 
 def resolve_artifact(opts: BenchOptions, workdir: Path) -> tuple[Path, dict]:
@@ -358,18 +454,29 @@ def _interleaved(calls: dict, feeds: dict, iters: int, budget_s: float | None = 
     return times
 
 
-def wrapper_overhead(model, feeds: dict, iters: int = 40, warmup: int = 3) -> dict:
-    """`model(**feeds)` vs `model.backend.session.run(None, feeds)`, interleaved, same session."""
-    session = model.backend.session
-    prepared = model.prepare(dict(feeds))  # the raw call gets exactly typed feeds, like the wrapper passes
-    calls = {"wrapper": lambda f: model(**f), "raw_session": lambda f: session.run(None, prepared)}
+def wrapper_overhead(model, feeds: dict, iters: int = 40, warmup: int = 3, graph: str | None = None) -> dict:
+    """`model(**feeds)` vs `model.backend.session.run(None, feeds)`, interleaved, same session. With
+    `graph` (a pipeline of several graphs): `model.run_graph(graph, model.prepare(feeds, graph))`
+    vs `model.backends[graph].session.run(None, feeds)`."""
+    if graph is None:
+        session = model.backend.session
+        prepared = model.prepare(dict(feeds))  # the raw call gets exactly typed feeds, like the wrapper passes
+        calls = {"wrapper": lambda f: model(**f), "raw_session": lambda f: session.run(None, prepared)}
+    else:
+        session = model.backends[graph].session
+        prepared = model.prepare(dict(feeds), graph)
+        calls = {"wrapper": lambda f: model.run_graph(graph, model.prepare(f, graph)),
+                 "raw_session": lambda f: session.run(None, prepared)}
     for _ in range(warmup):
         for c in calls.values():
             c(feeds)
     times = _interleaved(calls, feeds, iters)
     w, r = np.median(times["wrapper"]), np.median(times["raw_session"])
-    return {"wrapper": stats.latency_summary(times["wrapper"]), "raw_session": stats.latency_summary(times["raw_session"]),
-            "overhead_pct": float((w - r) / r * 100.0), "overhead_ms": float((w - r) * 1e3), "iters": iters}
+    out = {"wrapper": stats.latency_summary(times["wrapper"]), "raw_session": stats.latency_summary(times["raw_session"]),
+           "overhead_pct": float((w - r) / r * 100.0), "overhead_ms": float((w - r) * 1e3), "iters": iters}
+    if graph is not None:
+        out["call"] = f"model.run_graph('{graph}', model.prepare(feeds, '{graph}'))"
+    return out
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -394,6 +501,7 @@ def run_benchmark(opts: BenchOptions) -> dict:
     except ImportError:
         torch = None
     os.environ.setdefault("OMP_NUM_THREADS", str(opts.threads))
+    run_load = CpuLoad().__enter__()
     result = {"options": {k: v for k, v in asdict(opts).items()}, "machine": machine_info(opts.threads)}
     result["machine"]["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     if opts.gemm_peak:
@@ -404,11 +512,12 @@ def run_benchmark(opts: BenchOptions) -> dict:
     with tempfile.TemporaryDirectory(prefix="vlexport-bench-") as work:
         path, build_info = resolve_artifact(opts, Path(work))
         result["artifact"] = {"path": str(path), **build_info}
-        ctx = Context(path, opts.threads)
+        ctx = Context(path, opts.threads, opts.graph)
         base = {k: int(opts.base.get(k, r.opt)) for k, r in ctx.axes.items()}
         result["options"]["base"] = base
         result["model"] = {"source": ctx.artifact.manifest.get("source"), "architecture": ctx.architecture,
-                           "task": ctx.artifact.task, "outputs": ctx.output_names}
+                           "task": ctx.artifact.task, "outputs": ctx.output_names, "graph": ctx.graph,
+                           "graphs": list(ctx.artifact.graph_names)}
         names = list(opts.backends)
         if REFERENCE not in names:
             names.insert(0, REFERENCE)  # parity needs the reference even when it is not timed
@@ -427,8 +536,8 @@ def run_benchmark(opts: BenchOptions) -> dict:
                     r.call(first_feeds)
                     info["first_call_ms"] = (time.perf_counter() - t) * 1e3
                 info.update(rss_delta_mb=mem.delta_mb, peak_rss_delta_mb=mem.peak_delta_mb)
-                if hasattr(r, "model") and hasattr(r.model, "backend"):
-                    info["runtime"] = r.model.backend.describe()
+                if isinstance(r, RuntimeRunner):
+                    info["runtime"] = r.graph_backend.describe()
                 runners.append(r)
             except Skip as exc:
                 info = {"status": "skipped", "reason": str(exc)}
@@ -470,8 +579,9 @@ def run_benchmark(opts: BenchOptions) -> dict:
                     outs[r.name] = r.call(feeds)
             for r in timed:
                 r.device_ms = []
-            times = _interleaved({r.name: r.call for r in timed}, feeds, opts.iters, opts.max_point_seconds,
-                                 opts.min_iters)
+            with CpuLoad() as load:
+                times = _interleaved({r.name: r.call for r in timed}, feeds, opts.iters, opts.max_point_seconds,
+                                     opts.min_iters)
             res = {}
             for r in timed:
                 lat = stats.latency_summary(times[r.name])
@@ -491,17 +601,20 @@ def run_benchmark(opts: BenchOptions) -> dict:
             if BASELINE in res:
                 for name, e in res.items():
                     e["speedup_vs_transformers"] = res[BASELINE]["p50_ms"] / e["p50_ms"]
-            points.append({"sizes": sizes, "flops": flops, "results": res})
+            points.append({"sizes": sizes, "flops": flops, "results": res, "load": load.summary()})
         result["points"] = points
 
         ort32 = next((r for r in runners if r.name == "ort-fp32"), None)
-        if opts.wrapper_iters and ort32 is not None and hasattr(getattr(ort32.model.backend, "session", None), "run"):
+        if opts.wrapper_iters and ort32 is not None and hasattr(getattr(ort32.graph_backend, "session", None), "run"):
             _say(opts, "wrapper overhead")
             feeds = ctx.make_inputs(dict(base), rng, opts.pad)
-            result["wrapper_overhead"] = wrapper_overhead(ort32.model, feeds, opts.wrapper_iters)
+            result["wrapper_overhead"] = wrapper_overhead(ort32.model, feeds, opts.wrapper_iters,
+                                                          graph=ctx.graph if ctx.multi_graph else None)
         del runners, timed, ref, ort32
         gc.collect()
     result["targets"] = evaluate_targets(result, opts.targets)
+    run_load.__exit__(None, None, None)
+    result["load"] = run_load.summary()
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     return result
 
@@ -523,6 +636,8 @@ def _point(result, **sizes):
 TARGET_KINDS = {
     "ort_fp32_speedup": "ort-fp32 p50 speedup over transformers eager at the base point",
     "ort_int8_speedup": "ort-int8 p50 speedup over transformers eager at the base point",
+    "ort_fp32_speedup_b32": "ort-fp32 p50 speedup over transformers eager at batch 32 (other axes at base)",
+    "ort_int8_speedup_b32": "ort-int8 p50 speedup over transformers eager at batch 32 (other axes at base)",
     "ort_fp32_pct_peak_b32": "ort-fp32 achieved GFLOP/s at batch 32 as % of the measured fp32 GEMM peak",
     "wrapper_overhead_pct": "model(**feeds) over session.run(None, feeds), p50, same session",
 }
@@ -549,6 +664,10 @@ def evaluate_targets(result: dict, targets: dict | None = None) -> list[dict]:
         if name in ("ort_fp32_speedup", "ort_int8_speedup"):
             b = "ort-fp32" if name == "ort_fp32_speedup" else "ort-int8"
             add(name, (p or {}).get("results", {}).get(b, {}).get("speedup_vs_transformers"), goal)
+        elif name in ("ort_fp32_speedup_b32", "ort_int8_speedup_b32"):
+            b = "ort-fp32" if name == "ort_fp32_speedup_b32" else "ort-int8"
+            p32 = _point(result, **{**base, "batch": 32})
+            add(name, (p32 or {}).get("results", {}).get(b, {}).get("speedup_vs_transformers"), goal)
         elif name == "ort_fp32_pct_peak_b32":
             p32 = _point(result, **{**base, "batch": 32})
             add(name, (p32 or {}).get("results", {}).get("ort-fp32", {}).get("pct_peak"), goal)

@@ -31,6 +31,16 @@ COLUMNS = ["sizes", "backend", "p50 ms", "p90 ms", "p99 ms", "samples/s", "GFLOP
            "max abs err", "cosine", "top-1"]
 
 
+def item_name(result: dict) -> str:
+    """What one batch row is ("samples" unless the run says, e.g. "images", "texts")."""
+    return (result.get("options") or {}).get("item_name") or "samples"
+
+
+def columns(result: dict) -> list[str]:
+    """COLUMNS with the throughput column named after the run's items ("images/s" = batch / p50)."""
+    return [f"{item_name(result)}/s" if c == "samples/s" else c for c in COLUMNS]
+
+
 def rows(result: dict) -> list[list[str]]:
     out = []
     for p in result.get("points", []):
@@ -84,6 +94,29 @@ def machine_line(result: dict) -> str:
             + ", ".join(f"{k} {x}" for k, x in v.items()) + gp)
 
 
+def load_line(result: dict) -> str:
+    """How busy the machine was: other processes' CPU use during the timed loops, and the load average."""
+    pts = [p for p in result.get("points", []) if p.get("load")]
+    run = result.get("load") or {}
+    if not pts and not run:
+        return ""
+    cores = (run or pts[0]["load"]).get("logical_cores") or (result.get("machine") or {}).get("logical_cores")
+    parts = []
+    if pts:
+        others = [p["load"]["others_cores"] for p in pts]
+        steal = max(p["load"].get("steal_cores", 0.0) for p in pts)
+        parts.append(f"during the timed loops other processes kept {min(others):.2f}-{max(others):.2f} of {cores} cores "
+                     f"busy (per point: " + ", ".join(f"{_sizes(p['sizes'])} {p['load']['others_cores']:.2f}"
+                                                      for p in pts) + ")"
+                     + (f", hypervisor steal up to {steal:.2f} cores" if steal >= 0.01 else ""))
+    if run:
+        la = [x for x in (run.get("loadavg_1m_start"), run.get("loadavg_1m_end")) if x is not None]
+        parts.append(f"whole run {run['wall_s']:.0f} s: this process {run['self_cores']:.2f} cores, others "
+                     f"{run['others_cores']:.2f} cores on average"
+                     + (f"; 1-min load average {la[0]:.2f} at the start, {la[-1]:.2f} at the end" if la else ""))
+    return "; ".join(parts)
+
+
 def print_report(result: dict, console=None):
     from rich.console import Console
     from rich.table import Table
@@ -97,9 +130,13 @@ def print_report(result: dict, console=None):
     # values come from the machine, the artifact and error messages: text, never rich markup
     console.print(Text("vlexport bench ", style="bold") + Text(str(result.get("artifact", {}).get("path", ""))))
     console.print(Text(machine_line(result), style="dim"))
-    for title, cols, body in (("Backends (parity on the random set vs the torch reference)", BACKEND_COLUMNS,
+    if load_line(result):
+        console.print(Text("load: " + load_line(result), style="dim"))
+    graph = _graph_note(result)
+    for title, cols, body in (("Backends (parity on the random set vs the torch reference)" + graph, BACKEND_COLUMNS,
                                backend_rows(result)),
-                              ("Latency and parity per size point (backends interleaved)", COLUMNS, rows(result)),
+                              ("Latency and parity per size point (backends interleaved)" + graph, columns(result),
+                               rows(result)),
                               ("Targets", ["target", "goal", "measured", "status", "what"], target_rows(result))):
         t = Table(title=title, title_justify="left")
         for c in cols:
@@ -109,7 +146,7 @@ def print_report(result: dict, console=None):
         console.print(t)
     w = result.get("wrapper_overhead")
     if w:
-        console.print(Text(f"wrapper overhead: model(**feeds) p50 {w['wrapper']['p50_ms']:.3f} ms vs "
+        console.print(Text(f"wrapper overhead: {w.get('call', 'model(**feeds)')} p50 {w['wrapper']['p50_ms']:.3f} ms vs "
                            f"session.run {w['raw_session']['p50_ms']:.3f} ms: {w['overhead_pct']:+.2f}%"))
 
 
@@ -126,30 +163,70 @@ def _md_table(cols, body) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(result: dict, title: str = "vlexport benchmark", reading: str = "") -> str:
+def _graph_note(result: dict) -> str:
+    m = result.get("model") or {}
+    return f" - graph '{m['graph']}'" if len(m.get("graphs") or []) > 1 else ""
+
+
+def _model_line(result: dict) -> str:
     opts = result.get("options", {})
-    parts = [f"# {title}", "", f"**Machine**: {machine_line(result)}", "",
-             f"**Model**: `{opts.get('model')}` ({(result.get('model') or {}).get('architecture')}), "
-             f"{opts.get('threads')} threads, {opts.get('warmup')} warm-up + {opts.get('iters')} interleaved "
-             f"iterations per point, inputs {'randomly right-padded' if opts.get('pad') else 'unpadded'}; "
-             f"parity against `{REFERENCE}` (our PyTorch reference), speed-ups against `{BASELINE}` eager.", ""]
-    if reading:
-        parts += ["## Reading", "", reading.strip(), ""]
-    parts += ["## Targets", "", _md_table(["target", "goal", "measured", "status", "what"], target_rows(result)), ""]
-    parts += ["## Backends", "", _md_table(BACKEND_COLUMNS, backend_rows(result)), ""]
-    parts += ["## Latency per size point", "", _md_table(COLUMNS, rows(result)), ""]
+    m = result.get("model") or {}
+    graph = (f", graph `{m['graph']}` (of {', '.join(m['graphs'])})" if len(m.get("graphs") or []) > 1 else "")
+    return (f"**Model**: `{opts.get('model')}` ({m.get('architecture')}){graph}, "
+            f"{opts.get('threads')} threads, {opts.get('warmup')} warm-up + {opts.get('iters')} interleaved "
+            f"iterations per point, inputs {'randomly right-padded' if opts.get('pad') else 'unpadded'}; "
+            f"parity against `{REFERENCE}` (our PyTorch reference), speed-ups against `{BASELINE}` eager.")
+
+
+def _sections(result: dict, h: str = "##") -> list[str]:
+    """The tables of one result, under headings of level `h`."""
+    parts = [f"{h} Targets", "", _md_table(["target", "goal", "measured", "status", "what"], target_rows(result)), ""]
+    parts += [f"{h} Backends", "", _md_table(BACKEND_COLUMNS, backend_rows(result)), ""]
+    parts += [f"{h} Latency per size point", "", _md_table(columns(result), rows(result)), ""]
     gpu = [(p["sizes"], name, e) for p in result.get("points", []) for name, e in p["results"].items() if "device" in e]
     if gpu:
-        parts += ["## GPU device time", "", gpu[0][2]["device"]["method"] + ".", "",
+        parts += [f"{h} GPU device time", "", gpu[0][2]["device"]["method"] + ".", "",
                   _md_table(["sizes", "backend", "wall p50 ms", "device p50 ms", "device p90 ms"],
                             [[_sizes(sizes), name, f"{e['p50_ms']:.3f}",
                               f"{e['device']['p50_ms']:.3f}", f"{e['device']['p90_ms']:.3f}"]
                              for sizes, name, e in gpu]), ""]
     w = result.get("wrapper_overhead")
     if w:
-        parts += [f"Wrapper overhead (ort-fp32, base sizes, {w['iters']} interleaved calls): `model(**feeds)` p50 "
+        parts += [f"Wrapper overhead (ort-fp32, base sizes, {w['iters']} interleaved calls): `{w.get('call', 'model(**feeds)')}` p50 "
                   f"{w['wrapper']['p50_ms']:.3f} ms vs `session.run(None, feeds)` {w['raw_session']['p50_ms']:.3f} ms "
                   f"= {w['overhead_pct']:+.2f}%.", ""]
+    return parts
+
+
+def to_markdown(result: dict, title: str = "vlexport benchmark", reading: str = "") -> str:
+    parts = [f"# {title}", "", f"**Machine**: {machine_line(result)}", ""]
+    if load_line(result):
+        parts += [f"**Load**: {load_line(result)}", ""]
+    parts += [_model_line(result), ""]
+    if reading:
+        parts += ["## Reading", "", reading.strip(), ""]
+    parts += _sections(result)
+    return "\n".join(parts)
+
+
+def suite_markdown(results: list[dict], title: str = "vlexport benchmark", reading: str = "",
+                   headings: list[str] | None = None, appendix: str = "") -> str:
+    """Several runs (e.g. one per graph of an artifact, run one after another in one process) in one
+    file: the machine once, then each run's load, model line and tables under its own heading."""
+    parts = [f"# {title}", ""]
+    if results:
+        parts += [f"**Machine**: {machine_line(results[0])}", ""]
+    if reading:
+        parts += ["## Reading", "", reading.strip(), ""]
+    for i, r in enumerate(results):
+        m = r.get("model") or {}
+        head = (headings or [])[i] if i < len(headings or []) else f"Graph `{m.get('graph')}`"
+        parts += [f"## {head}", "", _model_line(r), ""]
+        if load_line(r):
+            parts += [f"**Load**: {load_line(r)}", ""]
+        parts += _sections(r, "###")
+    if appendix:
+        parts += [appendix.strip(), ""]
     return "\n".join(parts)
 
 
@@ -200,13 +277,15 @@ def write_plots(result: dict, folder, prefix: str = "latency") -> list[Path]:
         if axis == "batch":
             axs[0][0].set_xscale("log", base=2)
             axs[0][0].set_yscale("log")
-            axs[0][1].set(xlabel=axis, ylabel="samples/s", title="throughput vs batch")
+            axs[0][1].set(xlabel=axis, ylabel=f"{item_name(result)}/s", title="throughput vs batch")
             axs[0][1].set_xscale("log", base=2)
         for a in axs[0]:
             a.grid(True, alpha=0.3)
             a.legend(fontsize=8)
         m = result.get("machine", {})
-        fig.suptitle(f"{m.get('cpu', '')}, {m.get('threads_used')} threads", fontsize=9)
+        graph = (result.get("model") or {}).get("graph") if len((result.get("model") or {}).get("graphs") or []) > 1 else None
+        fig.suptitle(f"{m.get('cpu', '')}, {m.get('threads_used')} threads" + (f", graph '{graph}'" if graph else ""),
+                     fontsize=9)
         fig.tight_layout()
         path = folder / f"{prefix}_vs_{axis}.png"
         fig.savefig(path, dpi=110)
@@ -220,4 +299,20 @@ def write_all(result: dict, folder, stem: str = "bench", plots: bool = True, **m
     files = {"json": write_json(result, folder / f"{stem}.json"), "markdown": write_markdown(result, folder / f"{stem}.md", **md)}
     if plots:
         files["plots"] = write_plots(result, folder, prefix=f"{stem}_latency")
+    return files
+
+
+def write_suite(results: list[dict], folder, stem: str = "bench", plots: bool = True, title: str = "vlexport benchmark",
+                reading: str = "", headings: list[str] | None = None, extra: dict | None = None,
+                appendix: str = "") -> dict[str, object]:
+    """One JSON ({"title", "runs": [...], **extra}) and one Markdown file for several runs (`appendix`:
+    Markdown put after them); plots per run (`<stem>_<graph>_latency_vs_<axis>.png`)."""
+    folder = Path(folder)
+    files = {"json": write_json({"title": title, "runs": results, **(extra or {})}, folder / f"{stem}.json")}
+    path = folder / f"{stem}.md"
+    path.write_text(suite_markdown(results, title=title, reading=reading, headings=headings, appendix=appendix) + "\n")
+    files["markdown"] = path
+    if plots:
+        files["plots"] = [f for i, r in enumerate(results)
+                          for f in write_plots(r, folder, prefix=f"{stem}_{(r.get('model') or {}).get('graph') or i}_latency")]
     return files

@@ -53,6 +53,7 @@ class BuildOptions:
     require_engine: bool = False
     engine_options: dict = field(default_factory=dict)  # workspace_gb, version_compatible, ...
     progress: bool = True
+    compose: tuple | None = None  # (family name, {value name: value}): a model built from parts (Family.compose)
 
 
 def default_out(model: str) -> Path:
@@ -131,10 +132,13 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
     st = Stages(1 + per_graph, opts.progress)
     t0 = time.perf_counter()
     with st.stage(f"Loading {opts.model}" + (" (random weights)" if opts.random_weights else "")):
-        loaded = from_pretrained(opts.model, opts.task, random_weights=opts.random_weights, revision=opts.revision)
+        if opts.compose:
+            loaded = compose_model(opts)
+        else:
+            loaded = from_pretrained(opts.model, opts.task, random_weights=opts.random_weights, revision=opts.revision)
         family = loaded.family
         spec = family.describe(loaded.architecture, loaded.config, axes=opts.axes or None, **opts.options)
-        processor = family.load_processor(loaded.model_dir, loaded.weights)
+        processor = loaded.processor or family.load_processor(loaded.model_dir, loaded.weights, loaded.config)
     precisions = not opts.onnx_only
     st.total = 1 + len(spec.graphs) * per_graph
     st.note(f"{loaded.architecture} ({spec.task}), {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M "
@@ -146,7 +150,14 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
 
     source = {"model": opts.model, "revision": opts.revision, "weights": loaded.weights, "seed": 0,
               "model_dir": str(loaded.model_dir.resolve()) if loaded.model_dir else None}
+    if opts.compose:
+        source["composed_from"] = opts.compose[1]
+        # e.g. the projections of a dual encoder made from two tower checkpoints: the artifact says so
+        source["random_parts"] = list(loaded.random_parts)
     manifest = new_manifest(spec, source, loaded.config.to_dict())
+    facts = getattr(loaded.model, "artifact_facts", dict)()  # values no graph computes (e.g. a logit scale)
+    if facts:
+        manifest["model_facts"] = facts
     manifest["tools"] = tool_versions()
     modules = graph_modules(loaded.model, [g.name for g in spec.graphs])
     runners = {}
@@ -230,6 +241,15 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
     return out
 
 
+def compose_model(opts: BuildOptions):
+    """The Loaded model of a family's composition (e.g. --vision-model A --text-model B)."""
+    from vlexport import families
+
+    name, values = opts.compose
+    _, _, load = families.get(name).compose.load()(values, opts.random_weights, opts.revision)
+    return load()
+
+
 def _simplify_note(simp: dict) -> str:
     if "raw_ms" not in simp:
         return simp["message"]
@@ -254,12 +274,13 @@ def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOpt
         st.note(_precision_note("fp16", rep))
 
     if opts.int8:
-        gate = int8_gate(manifest["source"]["weights"])
+        gate = {**int8_gate(manifest["source"]["weights"]), "min_cosine": graph.int8_cosine}
         n = len(precision_cases(axes, opts.int8_samples, seen))
         with st.stage(f"Quantizing '{graph.name}' to int8 (dynamic) and validating on {n} inputs", steps=n) as adv:
             from vlexport.export.quantize import quantize_int8
 
-            facts = quantize_int8(stage / f"{stem}.onnx", stage / f"{stem}.int8.onnx")
+            facts = quantize_int8(stage / f"{stem}.onnx", stage / f"{stem}.int8.onnx",
+                                  keep_weight_shapes=graph.int8_keep_fp32_weights)
             rep = validate_precision(fp32, _runner(stage / f"{stem}.int8.onnx", opts.threads), graph, axes,
                                      f"the int8 '{graph.name}' graph", n_samples=opts.int8_samples, seen=seen,
                                      progress=adv, **gate)

@@ -57,8 +57,19 @@ def not_2d_weights(model, op_types=DEFAULT_OPS) -> list[str]:
             if n.op_type in op_types and any(i in inits and inits[i] != 2 for i in n.input[1:2])]
 
 
+def weights_of_shapes(model, shapes, op_types=DEFAULT_OPS) -> list[str]:
+    """MatMul/Gemm nodes whose constant weight has one of `shapes` (a description's int8 policy, e.g. a
+    text tower's FFN input projection (hidden, intermediate), whose LayerNorm-output activations carry
+    the outliers that per-tensor activation quantization handles worst)."""
+    wanted = {tuple(s) for s in shapes}
+    inits = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    return [n.name for n in model.graph.node
+            if n.op_type in op_types and any(inits.get(i) in wanted for i in n.input[1:2])]
+
+
 def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, reduce_range: bool = False,
-                  op_types=DEFAULT_OPS, keep_output_layers: bool = True, nodes_to_exclude=None) -> dict:
+                  op_types=DEFAULT_OPS, keep_output_layers: bool = True, nodes_to_exclude=None,
+                  keep_weight_shapes=()) -> dict:
     """Write a dynamically quantized int8 copy of `fp32_onnx` to `out_onnx`; return what was done.
 
     The input may keep its weights in external data files next to it (they are loaded from its
@@ -77,7 +88,7 @@ def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, 
     model = onnx.load(str(fp32_onnx), load_external_data=True)  # external data from the graph's folder
     n_matmul = sum(1 for n in model.graph.node if n.op_type in op_types)
     exclude = (list(nodes_to_exclude or []) + (output_layers(model, op_types) if keep_output_layers else [])
-               + not_2d_weights(model, op_types))
+               + not_2d_weights(model, op_types) + weights_of_shapes(model, keep_weight_shapes, op_types))
     large = model.ByteSize() > 1_900_000_000 if hasattr(model, "ByteSize") else False
     out_onnx.parent.mkdir(parents=True, exist_ok=True)
     # The quantizer logs a pre-processing hint on the root logger; it does not apply to these graphs

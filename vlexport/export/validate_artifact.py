@@ -94,10 +94,14 @@ def validate_artifact(path, backends=None, reference: str | None = None, progres
                         art.graph_entry(g).get("trace_sizes", {})))
                 else:
                     cand = vlexport.load(art.path, backend=backend, precision=precision)
-                    kw = dict(n_samples=200, **int8_gate(weights)) if precision == "int8" else {}
+                    def kw(g):  # the build's gates: int8 with the graph's own cosine threshold
+                        if precision != "int8":
+                            return {}
+                        return dict(n_samples=200, **{**int8_gate(weights), "min_cosine": spec.graph(g).int8_cosine})
+
                     results[label] = _per_graph(spec, art, lambda g, a: validate_precision(
                         fp32.backends[g].run, cand.backends[g].run, spec.graph(g), a, f"{backend} {precision} '{g}'",
-                        seen=art.graph_entry(g).get("trace_sizes", {}), **kw))
+                        seen=art.graph_entry(g).get("trace_sizes", {}), **kw(g)))
         except Exception as exc:  # a failed gate, or anything else going wrong inside a comparison
             results[label] = {"passed": False, "error": f"{type(exc).__name__}: {exc}"}
     t = Table(title=f"vlexport validate {escape(str(art.path))}")

@@ -26,6 +26,7 @@ from vlexport.errors import UnknownModelError
 BUILTIN = {
     "visual_bert": "vlexport.families.visual_bert",
     "vilt": "vlexport.families.vilt",
+    "vision_text_dual_encoder": "vlexport.families.vision_text_dual_encoder",
 }
 
 
@@ -51,6 +52,23 @@ class PredictCommand:
 
 
 @dataclass(frozen=True)
+class Compose:
+    """`vlexport build` from parts instead of one --model (e.g. --vision-model A --text-model B): the
+    flags (argparse pairs; dests are the values passed on) and "module:function"(values: dict,
+    random_weights: bool, revision) -> (config dict, display name, load() -> vlexport.reference.Loaded)."""
+
+    arguments: tuple = ()
+    run: str = ""
+
+    def dests(self) -> list[str]:
+        return [flags[0].lstrip("-").replace("-", "_") for flags, _ in self.arguments]
+
+    def load(self):
+        module, fn = self.run.split(":")
+        return getattr(importlib.import_module(module), fn)
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     model_types: tuple[str, ...]  # config.json "model_type" values this family reads
@@ -58,7 +76,8 @@ class Family:
     config_from_dict: Callable[[dict], Any]  # torch-free config object with .to_dict()
     describe: Callable[..., Any]  # (architecture, config, axes=None, **options) -> ModelSpec
     model_module: str  # module holding the PyTorch classes, named as in transformers
-    load_processor: Callable[[Any, str], Any]  # (model/artifact folder or None, weights kind) -> processor
+    # (model/artifact folder or None, weights kind, the config dataclass or None) -> processor
+    load_processor: Callable[..., Any]
     checkpoints: dict[str, dict] = field(default_factory=dict)  # public ids -> config (for --random-weights)
     tiny: dict[str, Callable[[], dict]] = field(default_factory=dict)  # built-in tiny models: id -> config
     base_prefix: str = ""  # HF base-model prefix in state dicts, e.g. "visual_bert."
@@ -66,6 +85,12 @@ class Family:
     options: tuple[Option, ...] = ()
     predict: Any = None  # a PredictCommand (CLI arguments + function), see vlexport.cli
     flops: Callable | None = None  # (config, architecture, sizes) -> FLOPs of one forward pass
+    pipelines: dict[str, str] = field(default_factory=dict)  # runtime pipelines it adds: name -> "module:Class"
+    compose: Compose | None = None  # building from parts (see Compose)
+    # "module:function"(our reference model, config dict) -> {graph name: callable(**torch feeds) -> {output
+    # name: tensor}}: HF transformers eager on our weights, per graph (the benchmark's baseline for families
+    # whose graphs are not one transformers class's forward; "" = the transformers class of the architecture)
+    hf_graphs: str = ""
     doc: str = ""
 
     @property

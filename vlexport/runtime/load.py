@@ -48,7 +48,7 @@ def load(path, backend: str = "auto", precision: str = "fp32", verify: bool = Tr
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     family = families.get(artifact.family)
-    cls = pipeline_class(artifact.pipeline)
+    cls = pipeline_class(artifact.pipeline, family)
     backends, reasons = {}, []
     try:
         for graph in artifact.graph_names:

@@ -2,7 +2,8 @@
 
 A pipeline holds one backend session per graph and is what `vlexport.load` returns. The manifest
 names its pipeline ("classify" for one-graph models); families with other control flow (embed
-two towers, generate with a KV cache) add their class with `register_pipeline`. Every call is
+two towers, generate with a KV cache) declare their class in `Family.pipelines` (a plugin or a test
+may also call `register_pipeline`). Every call is
 checked against the graph's input specs before a backend sees it, defaults HF applies to omitted
 inputs are filled in from the description, and outputs are checked to be finite (an fp16 graph
 that overflows on some input gives a NumericalError, never NaN answers).
@@ -178,7 +179,14 @@ def register_pipeline(name: str, cls) -> None:
     PIPELINES[name] = cls
 
 
-def pipeline_class(name: str):
+def pipeline_class(name: str, family=None):
+    """The pipeline class an artifact names: a built-in one, one registered at run time, or one its
+    family declares (`Family.pipelines`, imported only now)."""
+    if family is not None and name in family.pipelines and name not in PIPELINES:
+        import importlib
+
+        module, cls = family.pipelines[name].split(":")
+        return getattr(importlib.import_module(module), cls)
     if name not in PIPELINES:
         raise ArtifactError(f"the artifact needs the '{name}' pipeline, which this vlexport does not have "
                             f"(it has {sorted(PIPELINES)}); upgrade vlexport or rebuild the artifact")

@@ -16,7 +16,7 @@ from vlexport.families.vilt import checkpoints, describe
 from vlexport.families.vilt.config import ViltConfig
 
 
-def _processor(folder, weights: str = "checkpoint"):
+def _processor(folder, weights: str = "checkpoint", config=None):
     from vlexport.families.vilt.processor import ViltProcessor
 
     if weights == "tiny":

@@ -38,10 +38,11 @@ from vlexport.errors import ConfigError, InputError
 from vlexport.families.vilt.config import ViltConfig
 from vlexport.layers import ACTIVATIONS as _ACTIVATIONS  # shared by every family's model
 from vlexport.layers import MASK_VALUE
-from vlexport.layers import Pooler, SelfAttention
+from vlexport.layers import Pooler
 from vlexport.layers import exporting as _exporting
 from vlexport.outputs import ModelOutput
 from vlexport.specs import check_inputs
+from vlexport.towers.vit import VitEncoder
 
 
 
@@ -137,55 +138,8 @@ class ViltEmbeddings(nn.Module):
         return torch.cat([text, image], dim=1), keep
 
 
-# ----------------------------------------------------------------------------- encoder (pre-LN, ViT style)
-
-class _Dense(nn.Module):
-    """A module holding one `dense` Linear (HF's ViltSelfOutput / ViltIntermediate / ViltOutput)."""
-
-    def __init__(self, n_in: int, n_out: int):
-        super().__init__()
-        self.dense = nn.Linear(n_in, n_out)
-
-    def forward(self, h):
-        return self.dense(h)
-
-
-class ViltAttention(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.attention = SelfAttention(c.hidden_size, c.num_attention_heads, bias=c.qkv_bias)
-        self.output = _Dense(c.hidden_size, c.hidden_size)
-
-    def forward(self, x, additive_mask):
-        return self.output(self.attention(x, additive_mask))
-
-
-class ViltLayer(nn.Module):
-    """Pre-LN block: x + attn(LN(x)), then h + MLP(LN(h))."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.attention = ViltAttention(c)
-        self.intermediate = _Dense(c.hidden_size, c.intermediate_size)
-        self.output = _Dense(c.intermediate_size, c.hidden_size)
-        self.layernorm_before = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.layernorm_after = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.act = _ACTIVATIONS[c.hidden_act]
-
-    def forward(self, x, additive_mask):
-        x = self.attention(self.layernorm_before(x), additive_mask) + x
-        return self.output(self.act(self.intermediate(self.layernorm_after(x)))) + x
-
-
-class ViltEncoder(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.layer = nn.ModuleList(ViltLayer(c) for _ in range(c.num_hidden_layers))
-
-    def forward(self, x, additive_mask):
-        for layer in self.layer:
-            x = layer(x, additive_mask)
-        return x
+# ----------------------------------------------------------------------------- encoder
+# The pre-LN ViT encoder (vlexport.towers.vit.VitEncoder): HF's ViltLayer is ViT's layer, same names.
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -251,7 +205,7 @@ class ViltModel(_Pretrained, nn.Module):
         config.validate()
         self.config = config
         self.embeddings = ViltEmbeddings(config)
-        self.encoder = ViltEncoder(config)
+        self.encoder = VitEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.pooler = Pooler(config.hidden_size) if add_pooling_layer else None
 

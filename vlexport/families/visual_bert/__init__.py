@@ -14,7 +14,7 @@ from vlexport.families.visual_bert import checkpoints, describe
 from vlexport.families.visual_bert.config import VisualBertConfig
 
 
-def _processor(folder, weights: str = "checkpoint"):
+def _processor(folder, weights: str = "checkpoint", config=None):
     from vlexport.families.visual_bert.processor import VisualBertProcessor
 
     if weights == "tiny":

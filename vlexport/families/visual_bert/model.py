@@ -23,10 +23,11 @@ from vlexport.errors import InputError
 from vlexport.families.visual_bert.config import VisualBertConfig
 from vlexport.layers import ACTIVATIONS as _ACTIVATIONS  # shared by every family's model
 from vlexport.layers import MASK_VALUE
-from vlexport.layers import Pooler, SelfAttention
+from vlexport.layers import Pooler
 from vlexport.layers import exporting as _exporting
 from vlexport.outputs import ModelOutput
 from vlexport.specs import check_inputs
+from vlexport.towers.bert import BertEncoder
 
 
 
@@ -64,66 +65,8 @@ class VisualBertEmbeddings(nn.Module):
         return self.LayerNorm(torch.cat([text, visual], dim=1))
 
 
-# ----------------------------------------------------------------------------- encoder (post-LN BERT)
-
-class VisualBertSelfOutput(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-
-    def forward(self, h, residual):
-        return self.LayerNorm(self.dense(h) + residual)
-
-
-class VisualBertAttention(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.self = SelfAttention(c.hidden_size, c.num_attention_heads)
-        self.output = VisualBertSelfOutput(c)
-
-    def forward(self, x, additive_mask):
-        return self.output(self.self(x, additive_mask), x)
-
-
-class VisualBertIntermediate(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
-        self.act = _ACTIVATIONS[c.hidden_act]
-
-    def forward(self, h):
-        return self.act(self.dense(h))
-
-
-class VisualBertOutput(VisualBertSelfOutput):
-    def __init__(self, c):
-        nn.Module.__init__(self)
-        self.dense = nn.Linear(c.intermediate_size, c.hidden_size)
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-
-
-class VisualBertLayer(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.attention = VisualBertAttention(c)
-        self.intermediate = VisualBertIntermediate(c)
-        self.output = VisualBertOutput(c)
-
-    def forward(self, x, additive_mask):
-        a = self.attention(x, additive_mask)
-        return self.output(self.intermediate(a), a)
-
-
-class VisualBertEncoder(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.layer = nn.ModuleList(VisualBertLayer(c) for _ in range(c.num_hidden_layers))
-
-    def forward(self, x, additive_mask):
-        for layer in self.layer:
-            x = layer(x, additive_mask)
-        return x
+# ----------------------------------------------------------------------------- encoder
+# The post-LN BERT encoder (vlexport.towers.bert.BertEncoder): HF's VisualBertLayer is BERT's, same names.
 
 
 # ----------------------------------------------------------------------------- base model
@@ -182,7 +125,7 @@ class VisualBertModel(_Pretrained, nn.Module):
         config.validate()
         self.config = config
         self.embeddings = VisualBertEmbeddings(config)
-        self.encoder = VisualBertEncoder(config)
+        self.encoder = BertEncoder(config)
         self.pooler = Pooler(config.hidden_size) if add_pooling_layer else None
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, visual_embeds=None,

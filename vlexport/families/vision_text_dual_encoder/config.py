@@ -1,0 +1,47 @@
+"""VisionTextDualEncoder's configuration: two tower configs and the shared projection. Torch-free."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from vlexport.errors import ConfigError
+from vlexport.hf_config import HFConfig
+from vlexport.towers.config import TextTowerConfig, VisionTowerConfig
+
+
+@dataclass
+class DualEncoderConfig(HFConfig):
+    vision_config: VisionTowerConfig = field(default_factory=VisionTowerConfig)
+    text_config: TextTowerConfig = field(default_factory=TextTowerConfig)
+    projection_dim: int = 512
+    logit_scale_init_value: float = 2.6592  # log(1 / 0.07), CLIP's initial temperature
+    architectures: list | None = None
+    extra: dict = field(default_factory=dict)  # every other config.json key, kept for round trips
+
+    MODEL_TYPE = "vision-text-dual-encoder"
+
+    @classmethod
+    def _normalize(cls, kw: dict) -> dict:
+        # HF's defaults when a tower config is absent: ViT and BERT
+        for name, tower, default in (("vision_config", VisionTowerConfig, "vit"), ("text_config", TextTowerConfig, "bert")):
+            value = kw.get(name)
+            if value is None:
+                value = {"model_type": default}
+            if not isinstance(value, tower):
+                kw[name] = tower.from_dict(value)
+        return kw
+
+    def to_dict(self) -> dict:
+        return {**self.extra, "model_type": self.MODEL_TYPE, "architectures": self.architectures or
+                ["VisionTextDualEncoderModel"], "vision_config": self.vision_config.to_dict(),
+                "text_config": self.text_config.to_dict(), "projection_dim": self.projection_dim,
+                "logit_scale_init_value": self.logit_scale_init_value}
+
+    def validate(self):
+        p = self.projection_dim
+        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+            raise ConfigError(f"config 'projection_dim' must be a positive integer, got {p!r}")
+        s = self.logit_scale_init_value
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or abs(s) > 100:
+            raise ConfigError(f"config 'logit_scale_init_value' must be a finite number (log of the logit scale), got {s!r}")
