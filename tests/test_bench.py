@@ -145,8 +145,12 @@ def test_harness_end_to_end_tiny(model_id, graph, tmp_path):
     assert res["backends"]["torch"]["status"] == "ok"
     if graph is not None:
         assert res["model"]["graph"] == graph and len(res["model"]["graphs"]) > 1
-        if available("transformers"):  # the family's per-graph transformers runner (Family.hf_graphs)
-            assert res["backends"]["transformers"]["status"] == "ok", res["backends"]["transformers"]
+        fam = families.get(res["model"]["family"]) if "family" in res["model"] else None
+        hf = res["backends"]["transformers"]
+        if fam is not None and not fam.hf_graphs:  # no per-graph transformers runner: skipped, saying so
+            assert hf["status"] == "skipped" and "Family.hf_graphs" in hf["reason"], hf
+        elif available("transformers"):  # the family's per-graph transformers runner (Family.hf_graphs)
+            assert hf["status"] == "ok", hf
         assert graph in res["wrapper_overhead"]["call"]
         assert f"graph `{graph}`" in report.to_markdown(res)
     assert all("others_cores" in p["load"] for p in res["points"]) or not available("psutil")

@@ -106,6 +106,9 @@ def load_into(model, state: dict, base_prefix: str, tied: dict[str, str] | None 
     """
     expected = set(model.state_dict().keys())
     state = normalize_keys(state, expected, base_prefix, head_prefixes)
+    ignored = getattr(model, "checkpoint_ignored", None)  # keys a model says are constants, not weights
+    if ignored is not None:
+        state = {k: v for k, v in state.items() if k in expected or not ignored(k)}
     # keys a checkpoint may hold under another name (the model says which), e.g. HF ties BERT's
     # decoder bias to predictions.bias: old checkpoints store both, new ones one of them
     for alias, key in getattr(model, "checkpoint_aliases", dict)().items():

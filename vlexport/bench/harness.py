@@ -515,7 +515,8 @@ def run_benchmark(opts: BenchOptions) -> dict:
         ctx = Context(path, opts.threads, opts.graph)
         base = {k: int(opts.base.get(k, r.opt)) for k, r in ctx.axes.items()}
         result["options"]["base"] = base
-        result["model"] = {"source": ctx.artifact.manifest.get("source"), "architecture": ctx.architecture,
+        result["model"] = {"source": ctx.artifact.manifest.get("source"), "family": ctx.artifact.family,
+                           "architecture": ctx.architecture,
                            "task": ctx.artifact.task, "outputs": ctx.output_names, "graph": ctx.graph,
                            "graphs": list(ctx.artifact.graph_names)}
         names = list(opts.backends)

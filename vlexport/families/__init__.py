@@ -27,6 +27,7 @@ BUILTIN = {
     "visual_bert": "vlexport.families.visual_bert",
     "vilt": "vlexport.families.vilt",
     "vision_text_dual_encoder": "vlexport.families.vision_text_dual_encoder",
+    "vision_encoder_decoder": "vlexport.families.vision_encoder_decoder",
 }
 
 

@@ -90,6 +90,31 @@ def additive_mask(attention_mask, dtype):
     return (1.0 - attention_mask[:, None, None, :].to(dtype)) * MASK_VALUE
 
 
+class PredictionHeadTransform(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+        self.act = ACTIVATIONS[c.hidden_act]
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+
+    def forward(self, h):
+        return self.LayerNorm(self.act(self.dense(h)))
+
+
+class LMPredictionHead(nn.Module):
+    """BERT's masked-LM / causal-LM head (`cls.predictions`): transform, then the decoder tied to the
+    word embeddings, plus an output-only bias (HF ties `decoder.bias` to `bias`)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.transform = PredictionHeadTransform(c)
+        self.decoder = nn.Linear(c.hidden_size, c.vocab_size, bias=False)  # tied to word embeddings
+        self.bias = nn.Parameter(torch.zeros(c.vocab_size))
+
+    def forward(self, h):
+        return self.decoder(self.transform(h)) + self.bias
+
+
 class TextEmbeddings(nn.Module):
     def __init__(self, c: TextTowerConfig):
         super().__init__()

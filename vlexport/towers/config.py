@@ -187,3 +187,134 @@ class TextTowerConfig(_TowerConfig):
         if self.max_text_length < 2:
             raise ConfigError(f"text tower max_position_embeddings {self.max_position_embeddings} leaves room for "
                               f"{self.max_text_length} tokens")
+
+
+@dataclass
+class DecoderTowerConfig(_TowerConfig):
+    """A text decoder with cross-attention: GPT-2 (HF's GPT2Config names: n_embd, n_layer, ...)."""
+
+    model_type: str = "gpt2"
+    vocab_size: int = 50257
+    n_positions: int = 1024
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = None
+    activation_function: str = "gelu_new"
+    layer_norm_epsilon: float = 1e-5
+    scale_attn_weights: bool = True
+    scale_attn_by_inverse_layer_idx: bool = False
+    add_cross_attention: bool = True
+    tie_word_embeddings: bool = True
+    cross_attention_hidden_size: int | None = None
+    bos_token_id: int | None = 50256
+    eos_token_id: int | None = 50256
+    pad_token_id: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    DEFAULTS = {"gpt2": {}}
+    KIND = "decoder"
+    POSITIVE_INTS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+
+    # the names the shared checks read
+    hidden_size = property(lambda self: self.n_embd)
+    num_attention_heads = property(lambda self: self.n_head)
+    layer_norm_eps = property(lambda self: self.layer_norm_epsilon)
+    hidden_act = property(lambda self: self.activation_function)
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    def validate(self):
+        self._check()
+        if not self.add_cross_attention:
+            raise ConfigError("the decoder config has add_cross_attention=false: a vision encoder-decoder's decoder "
+                              "attends to the image, so it needs cross-attention layers")
+        if self.n_inner is not None and not _positive_int(self.n_inner):
+            raise ConfigError(f"decoder config 'n_inner' must be a positive integer or null, got {self.n_inner!r}")
+
+
+@dataclass
+class TrOCRDecoderConfig(_TowerConfig):
+    """TrOCR's decoder (HF's TrOCRConfig names), with the attributes the GPT-2 config offers the family
+    code (n_layer, n_head, head_size, n_positions, hidden_size)."""
+
+    model_type: str = "trocr"
+    vocab_size: int = 50265
+    d_model: int = 1024
+    decoder_layers: int = 12
+    decoder_attention_heads: int = 16
+    decoder_ffn_dim: int = 4096
+    activation_function: str = "gelu"
+    max_position_embeddings: int = 512
+    scale_embedding: bool = False
+    use_learned_position_embeddings: bool = True
+    layernorm_embedding: bool = True
+    cross_attention_hidden_size: int | None = None
+    tie_word_embeddings: bool = True
+    bos_token_id: int | None = 0
+    eos_token_id: int | None = 2
+    pad_token_id: int | None = 1
+    decoder_start_token_id: int | None = 2
+    extra: dict = field(default_factory=dict)
+
+    DEFAULTS = {"trocr": {}}
+    KIND = "decoder"
+    POSITIVE_INTS = ("vocab_size", "d_model", "decoder_layers", "decoder_attention_heads", "decoder_ffn_dim",
+                     "max_position_embeddings")
+
+    hidden_size = property(lambda self: self.d_model)
+    num_attention_heads = property(lambda self: self.decoder_attention_heads)
+    layer_norm_eps = property(lambda self: 1e-5)  # nn.LayerNorm's default, which TrOCR uses
+    hidden_act = property(lambda self: self.activation_function)
+    n_layer = property(lambda self: self.decoder_layers)
+    n_head = property(lambda self: self.decoder_attention_heads)
+    n_positions = property(lambda self: self.max_position_embeddings)
+    head_size = property(lambda self: self.d_model // self.decoder_attention_heads)
+
+    def validate(self):
+        self._check()
+        if not self.use_learned_position_embeddings:
+            raise ConfigError("TrOCR decoders with sinusoidal positions (use_learned_position_embeddings=false) are "
+                              "not supported yet; the public trocr-base/large checkpoints use learned positions")
+
+
+DECODERS = {"gpt2": DecoderTowerConfig, "trocr": TrOCRDecoderConfig}
+
+
+def decoder_config(d: dict):
+    """The decoder config class for a decoder dict's model_type."""
+    if not isinstance(d, dict) or d.get("model_type") not in DECODERS:
+        got = d.get("model_type") if isinstance(d, dict) else type(d).__name__
+        raise ConfigError(f"decoder model_type {got!r} is not supported; vlexport's decoders are {sorted(DECODERS)}")
+    return DECODERS[d["model_type"]].from_dict(d)
+
+
+@dataclass
+class BertDecoderConfig(TextTowerConfig):
+    """BERT as a decoder (HF's BertLMHeadModel with is_decoder and add_cross_attention)."""
+
+    add_cross_attention: bool = True
+    is_decoder: bool = True
+    tie_word_embeddings: bool = True
+    cross_attention_hidden_size: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    DEFAULTS = {"bert": TEXT_DEFAULTS["bert"]}
+    KIND = "decoder"
+
+    n_layer = property(lambda self: self.num_hidden_layers)
+    n_head = property(lambda self: self.num_attention_heads)
+    n_positions = property(lambda self: self.max_position_embeddings)
+    head_size = property(lambda self: self.hidden_size // self.num_attention_heads)
+
+    def validate(self):
+        super().validate()
+        if not self.add_cross_attention:
+            raise ConfigError("the BERT decoder config has add_cross_attention=false: a vision encoder-decoder's "
+                              "decoder attends to the image, so it needs cross-attention layers")
+
+
+DECODERS["bert"] = BertDecoderConfig

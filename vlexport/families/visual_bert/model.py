@@ -21,13 +21,12 @@ from torch import nn
 
 from vlexport.errors import InputError
 from vlexport.families.visual_bert.config import VisualBertConfig
-from vlexport.layers import ACTIVATIONS as _ACTIVATIONS  # shared by every family's model
 from vlexport.layers import MASK_VALUE
 from vlexport.layers import Pooler
 from vlexport.layers import exporting as _exporting
 from vlexport.outputs import ModelOutput
 from vlexport.specs import check_inputs
-from vlexport.towers.bert import BertEncoder
+from vlexport.towers.bert import BertEncoder, LMPredictionHead
 
 
 
@@ -182,32 +181,10 @@ class _WithBase(_Pretrained, nn.Module):
 
 # ----------------------------------------------------------------------------- heads
 
-class VisualBertPredictionHeadTransform(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
-        self.act = _ACTIVATIONS[c.hidden_act]
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-
-    def forward(self, h):
-        return self.LayerNorm(self.act(self.dense(h)))
-
-
-class VisualBertLMPredictionHead(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.transform = VisualBertPredictionHeadTransform(c)
-        self.decoder = nn.Linear(c.hidden_size, c.vocab_size, bias=False)  # tied to word embeddings
-        self.bias = nn.Parameter(torch.zeros(c.vocab_size))
-
-    def forward(self, h):
-        return self.decoder(self.transform(h)) + self.bias
-
-
 class VisualBertPreTrainingHeads(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.predictions = VisualBertLMPredictionHead(c)
+        self.predictions = LMPredictionHead(c)
         self.seq_relationship = nn.Linear(c.hidden_size, 2)
 
 

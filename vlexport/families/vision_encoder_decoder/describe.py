@@ -1,0 +1,85 @@
+"""Export description of VisionEncoderDecoder (plain data; no torch): graphs "encoder" and "decoder".
+
+    encoder: pixel_values (batch, C, S, S) -> encoder_hidden_states (batch, N, H),
+             cross_keys / cross_values (batch, layers, heads, N, head)
+    decoder: input_ids, position_ids (batch, text); cache_mask (batch, past);
+             past_keys / past_values (batch, layers, heads, past, head); cross_keys / cross_values
+             -> logits (batch, text, vocab), new_keys / new_values (batch, layers, heads, text, head)
+
+"past" is the cache's capacity (the runtime allocates it once per generate() call, max_length
+slots; cache_mask marks the filled ones), "text" the tokens fed in one call (1 per generation step).
+N is fixed by the encoder's image size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlexport.errors import ConfigError, UnknownModelError
+from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec
+
+FAMILY = "vision_encoder_decoder"
+TASKS = {"VisionEncoderDecoderModel": "image-to-text"}
+
+
+def default_axes(config) -> dict[str, AxisRange]:
+    n = config.decoder.n_positions
+    # batch counts decoder rows: images x beams (8 images with 4 beams)
+    return {"batch": AxisRange(1, 1, 32), "text": AxisRange(1, 1, min(64, n)),
+            "past": AxisRange(1, min(32, n), min(256, n))}
+
+
+def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
+    if architecture not in TASKS:
+        raise UnknownModelError(f"unknown vision-encoder-decoder architecture '{architecture}'; known: {sorted(TASKS)}")
+    e, d = config.encoder, config.decoder
+    N = e.num_patches + e.extra_tokens
+    L, nh, hs, V = d.n_layer, d.n_head, d.head_size, d.vocab_size
+    cross = ("batch", L, nh, N, hs)
+    encoder = GraphSpec(
+        "encoder",
+        [InputSpec("pixel_values", ("batch", e.num_channels, e.image_size, e.image_size), dtype="float32",
+                   doc="normalized images (the processor resizes to image_size)")],
+        [OutputSpec("encoder_hidden_states", ("batch", N, d.hidden_size)), OutputSpec("cross_keys", cross),
+         OutputSpec("cross_values", cross)],
+        make_inputs=lambda sizes, rng, pad=True: {"pixel_values": rng.uniform(
+            -1, 1, size=(sizes["batch"], e.num_channels, e.image_size, e.image_size)).astype(np.float32)})
+    ids = dict(dtype="int64")
+    cache = ("batch", L, nh, "past", hs)
+    decoder = GraphSpec(
+        "decoder",
+        [InputSpec("input_ids", ("batch", "text"), low=0, high=V, doc="the new token(s)", **ids),
+         InputSpec("position_ids", ("batch", "text"), low=0, high=d.n_positions, doc="their positions", **ids),
+         InputSpec("cache_mask", ("batch", "past"), low=0, high=2, doc="1 for the filled cache slots", **ids),
+         InputSpec("past_keys", cache, dtype="float32", doc="self-attention keys of the filled slots"),
+         InputSpec("past_values", cache, dtype="float32"),
+         InputSpec("cross_keys", cross, dtype="float32", doc="from the encoder graph"),
+         InputSpec("cross_values", cross, dtype="float32")],
+        [OutputSpec("logits", ("batch", "text", V), classes=True),
+         OutputSpec("new_keys", ("batch", L, nh, "text", hs)), OutputSpec("new_values", ("batch", L, nh, "text", hs))],
+        make_inputs=lambda sizes, rng, pad=True: _decoder_inputs(config, N, sizes, rng, pad))
+    ranges = default_axes(config)
+    for name, r in (axes or {}).items():
+        if name not in ranges:
+            raise ConfigError(f"axis '{name}' does not exist for {architecture}; its axes are {sorted(ranges)}")
+        ranges[name] = r
+    if ranges["past"].max > d.n_positions:
+        raise ConfigError(f"a cache of {ranges['past'].max} positions was asked for; the decoder has "
+                          f"{d.n_positions} (n_positions)")
+    return ModelSpec(family=FAMILY, architecture=architecture, task=TASKS[architecture], graphs=[encoder, decoder],
+                     axes=ranges, pipeline="generate")
+
+
+def _decoder_inputs(config, N, sizes, rng, pad):
+    """A generation step: the first k slots of the cache filled (k random), the new tokens after them."""
+    d = config.decoder
+    B, T, P = sizes["batch"], sizes["text"], sizes["past"]
+    L, nh, hs = d.n_layer, d.n_head, d.head_size
+    filled = rng.integers(0, P + 1, size=B) if pad else np.full(B, P)
+    filled = np.minimum(filled, d.n_positions - T)
+    mask = (np.arange(P) < filled[:, None]).astype(np.int64)
+    cache = (rng.normal(0, 1, size=(2, B, L, nh, P, hs)) * mask[None, :, None, None, :, None]).astype(np.float32)
+    cross = rng.normal(0, 1, size=(2, B, L, nh, N, hs)).astype(np.float32)
+    return {"input_ids": rng.integers(0, d.vocab_size, size=(B, T), dtype=np.int64),
+            "position_ids": (filled[:, None] + np.arange(T)[None]).astype(np.int64), "cache_mask": mask,
+            "past_keys": cache[0], "past_values": cache[1], "cross_keys": cross[0], "cross_values": cross[1]}

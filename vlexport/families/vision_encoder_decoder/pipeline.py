@@ -1,0 +1,90 @@
+"""The captioner at run time: HF's `generate()` on the "encoder" and "decoder" graphs, numpy only.
+
+    model = vlexport.load("engines/tiny-captioner")
+    ids = model.generate(pixel_values=model.processor(images=photo)["pixel_values"], num_beams=4)
+    model.processor.batch_decode(ids, skip_special_tokens=True)
+    model.caption([photo1, photo2])              # processor + generate + decode
+
+The encoder graph runs once per call and gives every layer's cross-attention keys/values; the
+decoder graph then runs once per generated token with the KV cache (vlexport.runtime.generation.
+KVCache: preallocated buffers of max_length slots, written in place; beam search reorders rows).
+The cache capacity must lie within the artifact's "past" range (`--max-past-len` at build time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlexport.errors import ArtifactError, InputError
+from vlexport.runtime.generation import GenerationSettings, KVCache, beam_search, greedy_or_sample
+from vlexport.runtime.pipelines import Pipeline
+
+
+class EncoderDecoderPipeline(Pipeline):
+    def __init__(self, artifact, backends, family, chosen_because=""):
+        super().__init__(artifact, backends, family, chosen_because)
+        if set(backends) != {"encoder", "decoder"}:
+            raise ArtifactError(f"the generate pipeline runs the graphs 'encoder' and 'decoder'; '{artifact.path}' "
+                                f"has {sorted(backends)}")
+        self._cfg = family.config_from_dict(artifact.config)
+
+    def generation_defaults(self) -> dict:
+        """config.json's generation ids, then the artifact's generation_config.json (as HF)."""
+        from vlexport.runtime.generation import read_generation_config
+
+        c = self._cfg
+        d = {"decoder_start_token_id": c.start_id, "eos_token_id": c.eos_id, "pad_token_id": c.pad_id}
+        d.update({k: v for k, v in read_generation_config(self.artifact.path).items() if v is not None})
+        return d
+
+    def encode(self, pixel_values) -> dict:
+        return self.run_graph("encoder", self.prepare({"pixel_values": pixel_values}, "encoder"))
+
+    def generate(self, pixel_values=None, streamer=None, **kwargs) -> np.ndarray:
+        """Token ids (batch, length), the decoder start token first, as transformers' generate().
+        kwargs: max_length, max_new_tokens, min_length, num_beams, do_sample, temperature, top_k, top_p,
+        seed, no_repeat_ngram_size, length_penalty, early_stopping, eos/pad/decoder_start_token_id.
+        streamer: called with each step's new tokens (batch,) (greedy and sampling)."""
+        if pixel_values is None:
+            raise InputError("generate() needs pixel_values (use model.processor(images=...))")
+        s = GenerationSettings.resolve(self.generation_defaults(), kwargs)
+        enc = self.encode(pixel_values)
+        B = enc["cross_keys"].shape[0]
+        nb = s.num_beams
+        if streamer is not None and nb > 1:
+            raise InputError("streaming works with greedy decoding and sampling, not beam search")
+        total = s.total_length(1)
+        past = self._axes["past"]
+        if not past.min <= total <= past.max:
+            raise InputError(f"generating up to {total} tokens needs a KV cache of {total} positions; this artifact "
+                             f"was built for {past.min}..{past.max} (rebuild with --max-past-len {total})")
+        cross_k, cross_v = (np.repeat(enc[k], nb, axis=0) if nb > 1 else enc[k] for k in ("cross_keys", "cross_values"))
+        _, L, nh, _, hs = cross_k.shape
+        cache = KVCache(B * nb, L, nh, total, hs)
+        checked = []
+
+        def step(input_ids, position_ids):
+            feeds = {"input_ids": input_ids, "position_ids": np.ascontiguousarray(position_ids), "cache_mask": cache.mask,
+                     "past_keys": cache.keys, "past_values": cache.values, "cross_keys": cross_k, "cross_values": cross_v}
+            if not checked:  # the first step is checked against the specs; later ones have the same layout
+                feeds = self.prepare(feeds, "decoder")
+                checked.append(True)
+            out = self.run_graph("decoder", feeds)
+            cache.write(out["new_keys"], out["new_values"])
+            return out["logits"]
+
+        def reorder(rows):
+            cache.reorder(rows)
+
+        prompt = np.full((B * nb, 1), s.decoder_start_token_id, np.int64)
+        if nb > 1:
+            return beam_search(step, reorder, prompt, s)
+        return greedy_or_sample(step, prompt, s, streamer=streamer)
+
+    def __call__(self, pixel_values=None, **kwargs):
+        return self.generate(pixel_values=pixel_values, **kwargs)
+
+    def caption(self, images, **kwargs) -> list[str]:
+        """Images (PIL, arrays, paths) -> generated texts."""
+        px = self.processor(images=images)["pixel_values"]
+        return self.processor.batch_decode(self.generate(pixel_values=px, **kwargs), skip_special_tokens=True)

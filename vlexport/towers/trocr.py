@@ -1,0 +1,105 @@
+"""TrOCR's text decoder (HF's TrOCRForCausalLM) in plain PyTorch, with the same step interface and
+fixed-capacity KV cache as vlexport.towers.gpt2 (see there): BART-style post-LN layers with
+self-attention, cross-attention to the image, and an FFN; learned positions offset by 2, optional
+embedding scale and embedding LayerNorm, `output_projection` tied to the token embeddings.
+Names are HF's (`model.decoder.layers.N.self_attn.q_proj`, `encoder_attn`, `fc1`, `output_projection`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vlexport.layers import ACTIVATIONS
+from vlexport.towers.gpt2 import _attend, _heads, _merge, causal_cache_mask
+
+
+class TrOCRAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int, kv_size: int | None = None):
+        super().__init__()
+        self.nh = heads
+        self.scaling = (d_model // heads) ** -0.5
+        self.k_proj = nn.Linear(kv_size or d_model, d_model)
+        self.v_proj = nn.Linear(kv_size or d_model, d_model)
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def keys_values(self, x):
+        return _heads(self.k_proj(x), self.nh), _heads(self.v_proj(x), self.nh)  # (B, nh, S, hs)
+
+    def forward(self, x, keys, values, additive_mask):
+        q = _heads(self.q_proj(x), self.nh)  # HF scales q after the projection; same as scaling the scores
+        return self.out_proj(_merge(_attend(q, keys, values, additive_mask, self.scaling)))
+
+
+class TrOCRDecoderLayer(nn.Module):
+    """Post-LN: LN(x + self_attn(x)), LN(h + encoder_attn(h)), LN(h + fc2(act(fc1(h))))."""
+
+    def __init__(self, c, encoder_size: int):
+        super().__init__()
+        D = c.d_model
+        self.self_attn = TrOCRAttention(D, c.decoder_attention_heads)
+        self.self_attn_layer_norm = nn.LayerNorm(D)
+        self.encoder_attn = TrOCRAttention(D, c.decoder_attention_heads, kv_size=encoder_size)
+        self.encoder_attn_layer_norm = nn.LayerNorm(D)
+        self.fc1 = nn.Linear(D, c.decoder_ffn_dim)
+        self.fc2 = nn.Linear(c.decoder_ffn_dim, D)
+        self.final_layer_norm = nn.LayerNorm(D)
+        self.act = ACTIVATIONS[c.activation_function]
+
+    def forward(self, x, past_k, past_v, additive_mask, cross_k, cross_v):
+        k, v = self.self_attn.keys_values(x)  # the new tokens' (B, nh, T, hs)
+        a = self.self_attn(x, torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2), additive_mask)
+        x = self.self_attn_layer_norm(x + a)
+        x = self.encoder_attn_layer_norm(x + self.encoder_attn(x, cross_k, cross_v, 0.0))
+        return self.final_layer_norm(x + self.fc2(self.act(self.fc1(x)))), k, v
+
+
+class _Stack(nn.Module):
+    def __init__(self, c, encoder_size: int):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model)
+        self.embed_positions = nn.Embedding(c.max_position_embeddings + 2, c.d_model)  # HF's offset of 2
+        if c.layernorm_embedding:
+            self.layernorm_embedding = nn.LayerNorm(c.d_model)
+        self.layers = nn.ModuleList(TrOCRDecoderLayer(c, encoder_size) for _ in range(c.decoder_layers))
+
+
+class _Model(nn.Module):
+    def __init__(self, c, encoder_size: int):
+        super().__init__()
+        self.decoder = _Stack(c, encoder_size)
+
+
+class TrOCRDecoder(nn.Module):
+    def __init__(self, c, encoder_size: int):
+        super().__init__()
+        self.config = c
+        self.embed_scale = math.sqrt(c.d_model) if c.scale_embedding else 1.0
+        self.model = _Model(c, encoder_size)
+        self.output_projection = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        if c.tie_word_embeddings:
+            self.output_projection.weight = self.model.decoder.embed_tokens.weight
+
+    @property
+    def layers(self):
+        return self.model.decoder.layers
+
+    def cross_kv(self, encoder_hidden):
+        kv = [layer.encoder_attn.keys_values(encoder_hidden) for layer in self.layers]
+        return torch.stack([k for k, _ in kv], dim=1), torch.stack([v for _, v in kv], dim=1)
+
+    def forward(self, input_ids, position_ids, cache_mask, past_keys, past_values, cross_keys, cross_values):
+        d = self.model.decoder
+        x = d.embed_tokens(input_ids) * self.embed_scale + d.embed_positions(position_ids + 2)  # (B, T, D)
+        if hasattr(d, "layernorm_embedding"):
+            x = d.layernorm_embedding(x)
+        additive = causal_cache_mask(cache_mask, input_ids.shape[1], x.dtype)
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer(x, past_keys[:, i], past_values[:, i], additive, cross_keys[:, i], cross_values[:, i])
+            new_k.append(k)
+            new_v.append(v)
+        return self.output_projection(x), torch.stack(new_k, dim=1), torch.stack(new_v, dim=1)
