@@ -32,6 +32,9 @@ TOOLS = ["torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "onnxslim", "t
 # the simplified graph is kept only when it is at least this much faster, in most paired rounds
 SIMPLIFY_MIN_GAIN = 0.10
 SIMPLIFY_MIN_WINS = 0.8
+# ... and by at least this much per call: sub-millisecond graphs (tiny models) differ by less than the
+# timing noise of a loaded machine, so their choice would flip from build to build
+SIMPLIFY_MIN_GAIN_MS = 0.5
 
 
 @dataclass
@@ -93,11 +96,12 @@ def choose_graph(raw: Path, simplified: Path, graph, axes, threads, rounds: int 
             times[k].append((time.perf_counter() - t) / runs)
     raw_ms, simp_ms = (float(np.median(times[k])) * 1e3 for k in ("raw", "simplified"))
     wins = float(np.mean([s < r * (1 - SIMPLIFY_MIN_GAIN) for r, s in zip(times["raw"], times["simplified"])]))
-    keep = simp_ms <= raw_ms * (1 - SIMPLIFY_MIN_GAIN) and wins >= SIMPLIFY_MIN_WINS
+    keep = (simp_ms <= raw_ms * (1 - SIMPLIFY_MIN_GAIN) and raw_ms - simp_ms >= SIMPLIFY_MIN_GAIN_MS
+            and wins >= SIMPLIFY_MIN_WINS)
     return {"raw_ms": round(raw_ms, 3), "simplified_ms": round(simp_ms, 3), "wins": wins,
             "kept": "simplified" if keep else "raw",
-            "rule": f"simplified kept when >= {SIMPLIFY_MIN_GAIN:.0%} faster in >= {SIMPLIFY_MIN_WINS:.0%} of "
-                    f"{rounds} interleaved rounds"}
+            "rule": f"simplified kept when >= {SIMPLIFY_MIN_GAIN:.0%} and >= {SIMPLIFY_MIN_GAIN_MS} ms faster in "
+                    f">= {SIMPLIFY_MIN_WINS:.0%} of {rounds} interleaved rounds"}
 
 
 def profile_sizes(profiles, inputs) -> list[dict]:
