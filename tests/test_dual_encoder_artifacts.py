@@ -201,3 +201,22 @@ def test_zero_shot_on_a_photo_ranks_like_transformers(tmp_path, capsys):
     best = labels[int(np.argmax(theirs))]
     assert best in printed and f"{theirs.max():.4f}" in printed
     assert main(["predict", str(out), "--image", str(photo), "--labels", "a cat,,a dog"]) == 2
+
+
+def test_cli_composes_two_tower_folders(tmp_path):
+    """`vlexport build --vision-model DIR --text-model DIR --projection-dim N` from the command line."""
+    from dual_encoder_kit import TEXT, VISION
+    from vlexport.cli import main
+
+    torch.manual_seed(1)
+    vdir = save_hf_model(transformers.CLIPVisionModel(VISION["clip"](transformers)).eval(), tmp_path / "clip")
+    tdir = save_hf_model(transformers.BertModel(TEXT["bert"](transformers)).eval(), tmp_path / "bert")
+    out = tmp_path / "art"
+    assert main(["build", "--vision-model", str(vdir), "--text-model", str(tdir), "--projection-dim", "8",
+                 "--out", str(out), "--quiet", "--no-simplify"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["source"]["composed_from"]["projection_dim"] == 8 and m["config"]["projection_dim"] == 8
+    assert m["config"]["vision_config"]["model_type"] == "clip_vision_model"
+    assert vlexport.load(out).get_image_features(**image_inputs(2)).pooler_output.shape == (2, 8)
+    assert main(["build", "--model", "x", "--vision-model", str(vdir), "--text-model", str(tdir),
+                 "--out", str(tmp_path / "y")]) == 2  # --model and parts: one or the other

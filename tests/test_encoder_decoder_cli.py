@@ -54,3 +54,24 @@ def test_bad_predict_arguments_are_one_line(tiny, capsys, args, needle):
     assert main(["predict", str(out), *extra, *args]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_fp16_artifact_keeps_its_cache_in_fp16(tmp_path):
+    """The fp16 graphs take and give the KV cache (past/new/cross keys and values) as float16; the
+    runtime's buffers follow, and its greedy ids agree with fp32's."""
+    import numpy as np
+    import onnxruntime as ort
+
+    out = build("tiny-captioner", tmp_path / "art", fp16=True, progress=False)
+    sess = ort.InferenceSession(str(out / "decoder.fp16.onnx"), providers=["CPUExecutionProvider"])
+    types = {t.name: t.type for t in (*sess.get_inputs(), *sess.get_outputs())}
+    for name in ("past_keys", "past_values", "cross_keys", "cross_values", "new_keys", "new_values"):
+        assert types[name] == "tensor(float16)", name
+    assert types["logits"] == "tensor(float)" and types["input_ids"] == "tensor(int64)"
+    m16, m32 = vlexport.load(out, precision="fp16"), vlexport.load(out)
+    assert m16.cache_dtype == np.float16 and m32.cache_dtype == np.float32
+    px = np.random.default_rng(0).uniform(-1, 1, (6, 3, 32, 32)).astype(np.float32)
+    assert m16.encode(px)["cross_keys"].dtype == np.float16
+    ids16 = m16.generate(pixel_values=px, max_new_tokens=10)
+    ids32 = m32.generate(pixel_values=px, max_new_tokens=10)
+    assert (ids16 == ids32).mean() > 0.9

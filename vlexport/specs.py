@@ -168,6 +168,7 @@ class GraphSpec:
     fp16_cosine: float = 0.999
     int8_cosine: float = 0.99  # worst per-row cosine of the int8 graph against fp32 on the validation inputs
     int8_keep_fp32_weights: tuple = ()  # 2-D weight shapes whose MatMuls stay fp32 in the int8 graph
+    fp16_io: tuple = ()  # inputs/outputs that are float16 in the fp16 graph (a KV cache); the rest stay float32
 
     @property
     def input_names(self) -> list[str]:

@@ -71,9 +71,17 @@ def tool_versions() -> dict:
 def _runner(path, threads):
     from vlexport.runtime.backends.onnxruntime import make_session
 
+    from vlexport.runtime.backends.onnxruntime import ORT_TYPES
+
     sess = make_session(path, threads)
     names = [o.name for o in sess.get_outputs()]
-    return lambda feeds: dict(zip(names, sess.run(names, feeds)))
+    types = {i.name: ORT_TYPES.get(i.type) for i in sess.get_inputs()}
+
+    def run(feeds):  # fp16-I/O graphs (a KV cache) take the same fp32 validation inputs, cast here
+        feeds = {k: (v.astype(types[k]) if types.get(k) is not None and v.dtype != types[k] else v)
+                 for k, v in feeds.items()}
+        return dict(zip(names, sess.run(names, feeds)))
+    return run
 
 
 def choose_graph(raw: Path, simplified: Path, graph, axes, threads, rounds: int = 7, runs: int = 3) -> dict:
@@ -207,7 +215,7 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
                     from vlexport.export.fp16 import convert_fp16
 
                     facts16 = convert_fp16(stage / f"{stem}.onnx", stage / f"{stem}.fp16.onnx",
-                                           graph.fp16_keep_fp32_ops)
+                                           graph.fp16_keep_fp32_ops, graph.fp16_io)
                 entry["onnx"]["fp16"] = onnx_entry(stage, f"{stem}.fp16.onnx", **facts16)
 
             from vlexport.export.validate import shape_grid, torch_reference, validate_graph

@@ -3,7 +3,7 @@
 TensorRT 11 takes precision from the graph's tensor types, so this graph is the precision
 contract: MatMul/Gemm/elementwise in fp16; LayerNormalization, Softmax and reductions in fp32
 (LayerNorm eps 1e-12 underflows in fp16, Softmax/ReduceSum overflow); fp32 graph inputs and
-outputs (keep_io_types). Constants that fp16 cannot hold (such as finfo(float32).min in the
+outputs (keep_io_types), except those a description names in `fp16_io` (a KV cache). Constants that fp16 cannot hold (such as finfo(float32).min in the
 region-to-phrase head's output mask) keep their node, and everything downstream of it, in fp32.
 Converter: onnxruntime.transformers.float16 (onnxconverter-common produced a graph that failed
 to load in REFERENCE.md's trials).
@@ -48,9 +48,11 @@ def _nodes_needing_fp32(model) -> list[str]:
     return blocked
 
 
-def convert_fp16(src: Path, dst: Path, keep_fp32_ops=()) -> dict:
+def convert_fp16(src: Path, dst: Path, keep_fp32_ops=(), fp16_io=()) -> dict:
     """Write the mixed-precision graph (`keep_fp32_ops`: the graph description's extra fp32 op
-    types, on top of KEEP_FP32_OPS). Returns facts for the manifest."""
+    types, on top of KEEP_FP32_OPS; `fp16_io`: graph inputs/outputs that become float16, e.g. a KV
+    cache the runtime then keeps in fp16 buffers; every other input/output stays float32).
+    Returns facts for the manifest."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -60,7 +62,9 @@ def convert_fp16(src: Path, dst: Path, keep_fp32_ops=()) -> dict:
             node.name = f"node_{i}"
     blocked = _nodes_needing_fp32(model)
     ops = list(dict.fromkeys([*KEEP_FP32_OPS, *keep_fp32_ops]))
-    fp16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=ops,
+    io = [t.name for t in (*model.graph.input, *model.graph.output)]
+    keep_io = [n for n in io if n not in set(fp16_io)] if fp16_io else True
+    fp16 = convert_float_to_float16(model, keep_io_types=keep_io, op_block_list=ops,
                                     node_block_list=blocked, disable_shape_infer=model.ByteSize() > 2**31 - 1)
     removed = _drop_fp16_round_trips(fp16, set(ops), set(blocked))
     _toposort(fp16.graph)  # the converter appends its output casts last; checkers and parsers want order
@@ -69,7 +73,8 @@ def convert_fp16(src: Path, dst: Path, keep_fp32_ops=()) -> dict:
     onnx.checker.check_model(str(dst), full_check=True)
     n16 = sum(1 for t in fp16.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
     return {"converter": "onnxruntime.transformers.float16", "fp32_ops": ops,
-            "fp32_nodes_for_range": blocked, "fp16_initializers": n16, "io_types": "float32",
+            "fp32_nodes_for_range": blocked, "fp16_initializers": n16,
+            "io_types": {"float16": sorted(fp16_io)} if fp16_io else "float32",
             "fp16_round_trips_removed": removed}
 
 

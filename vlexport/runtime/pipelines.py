@@ -105,9 +105,13 @@ class Pipeline:
                 if fill is not None:
                     feeds[s.name] = fill
         by_name = {s.name: s for s in specs}
+        # an fp16 graph may take some float inputs as float16 (a KV cache): feed those in the graph's type
+        graph_types = getattr(self.backends.get(graph), "input_types", None) or {}
         for name, x in feeds.items():
             if isinstance(x, np.ndarray):
                 want = _NP[by_name[name].dtype]
+                if want is np.float32 and graph_types.get(name) is np.float16:
+                    want = np.float16
                 if x.dtype != want or not x.flags.c_contiguous:
                     feeds[name] = np.ascontiguousarray(x, dtype=want)
         return feeds

@@ -8,7 +8,9 @@
 
 "past" is the cache's capacity (the runtime allocates it once per generate() call, max_length
 slots; cache_mask marks the filled ones), "text" the tokens fed in one call (1 per generation step).
-N is fixed by the encoder's image size.
+N is fixed by the encoder's image size. In the fp16 graphs the cache tensors (past/new/cross keys and
+values) are float16 at the graph boundary too, so the runtime keeps its cache buffers in fp16 (half
+the memory, no per-step conversion); logits stay float32.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
         [OutputSpec("encoder_hidden_states", ("batch", N, d.hidden_size)), OutputSpec("cross_keys", cross),
          OutputSpec("cross_values", cross)],
         make_inputs=lambda sizes, rng, pad=True: {"pixel_values": rng.uniform(
-            -1, 1, size=(sizes["batch"], e.num_channels, e.image_size, e.image_size)).astype(np.float32)})
+            -1, 1, size=(sizes["batch"], e.num_channels, e.image_size, e.image_size)).astype(np.float32)},
+        fp16_io=("cross_keys", "cross_values"))  # the fp16 graphs hand the cache over in fp16
     ids = dict(dtype="int64")
     cache = ("batch", L, nh, "past", hs)
     decoder = GraphSpec(
@@ -57,7 +60,8 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
          InputSpec("cross_values", cross, dtype="float32")],
         [OutputSpec("logits", ("batch", "text", V), classes=True),
          OutputSpec("new_keys", ("batch", L, nh, "text", hs)), OutputSpec("new_values", ("batch", L, nh, "text", hs))],
-        make_inputs=lambda sizes, rng, pad=True: _decoder_inputs(config, N, sizes, rng, pad))
+        make_inputs=lambda sizes, rng, pad=True: _decoder_inputs(config, N, sizes, rng, pad),
+        fp16_io=("past_keys", "past_values", "cross_keys", "cross_values", "new_keys", "new_values"))
     ranges = default_axes(config)
     for name, r in (axes or {}).items():
         if name not in ranges:

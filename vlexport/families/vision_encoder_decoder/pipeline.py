@@ -37,6 +37,11 @@ class EncoderDecoderPipeline(Pipeline):
         d.update({k: v for k, v in read_generation_config(self.artifact.path).items() if v is not None})
         return d
 
+    @property
+    def cache_dtype(self):
+        """The KV cache buffers' dtype: the decoder graph's (float16 for the fp16 graphs: GraphSpec.fp16_io)."""
+        return np.dtype(getattr(self.backends["decoder"], "input_types", {}).get("past_keys", np.float32))
+
     def encode(self, pixel_values) -> dict:
         return self.run_graph("encoder", self.prepare({"pixel_values": pixel_values}, "encoder"))
 
@@ -60,7 +65,7 @@ class EncoderDecoderPipeline(Pipeline):
                              f"was built for {past.min}..{past.max} (rebuild with --max-past-len {total})")
         cross_k, cross_v = (np.repeat(enc[k], nb, axis=0) if nb > 1 else enc[k] for k in ("cross_keys", "cross_values"))
         _, L, nh, _, hs = cross_k.shape
-        cache = KVCache(B * nb, L, nh, total, hs)
+        cache = KVCache(B * nb, L, nh, total, hs, dtype=self.cache_dtype)
         checked = []
 
         def step(input_ids, position_ids):

@@ -95,6 +95,9 @@ class OnnxRuntimeBackend(Backend):
                 if keep_on_device:
                     return dict(zip(self.output_names, outs))
                 return {n: o.numpy() for n, o in zip(self.output_names, outs)}
+            types = self.input_types  # an fp16 graph may take some inputs (a KV cache) as float16
+            feeds = {k: (v.astype(types[k]) if isinstance(v, np.ndarray) and k in types and v.dtype != types[k] else v)
+                     for k, v in feeds.items()}
             outs = self.session.run(self.output_names, feeds)
             return dict(zip(self.output_names, outs))
         return self._run_bound(feeds, keep_on_device)
