@@ -86,3 +86,40 @@ def test_bad_images_and_texts_are_one_line(artifacts, photo, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert lines[0].startswith("vlexport predict: error: ") and match in lines[0], lines[0]
+
+
+def test_nlvr2_compares_two_images(tmp_path, photo):
+    """NLVR2 (two images per statement): `predict --image a.jpg b.jpg --text ...` prints True/False
+    probabilities equal to the pipeline's softmax; one image is a one-line error."""
+    from PIL import Image
+
+    import vlexport
+    from oracle import save_hf_model
+    from vilt_kit import NLVR2, make_hf_model
+    from vlexport.processing.bert_text import BertTextProcessor
+    from vlexport.processing.vocab import tiny_vocab
+
+    hf = make_hf_model(NLVR2, vocab_size=len(tiny_vocab()))
+    folder = save_hf_model(hf, tmp_path / "nlvr2")
+    BertTextProcessor.tiny().save_pretrained(folder)  # the model's vocabulary
+    from vlexport.families.vilt.image_processor import ViltImageProcessor
+
+    ViltImageProcessor(size={"shortest_edge": 64}).save_pretrained(folder)  # the kit's 64-pixel images
+    out = tmp_path / "art"
+    proc = run_cli("build", "--model", folder, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    other = tmp_path / "other.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (200, 260, 3), dtype=np.uint8)).save(other)
+    text = "the left image has more cats"
+    proc = run_cli("predict", out, "--image", photo, other, "--text", text)
+    assert proc.returncode == 0, proc.stderr
+    printed = dict(re.findall(r"│\s*(\S+)\s*│\s*(0\.\d{4})\s*│", proc.stdout))
+    model = vlexport.load(out)
+    enc = model.processor(images=[str(photo), str(other)], text=[text], images_per_text=2)
+    logits = model(**enc).logits[0].astype(np.float64)
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    labels = model.id2label or {0: "False", 1: "True"}
+    assert printed == {labels[i]: f"{p[i]:.4f}" for i in range(len(p))}
+    proc = run_cli("predict", out, "--image", photo, "--text", text)
+    assert proc.returncode == 2 and "2 images" in proc.stderr and "Traceback" not in proc.stderr
