@@ -5,7 +5,7 @@
   HF's finfo(float32).min becomes -inf in fp16 and gives NaN on fully masked rows;
 - exporting(): True while torch.export / tracing runs (eager-only input checks are skipped then);
 - SelfAttention: multi-head self-attention with HF's `query`/`key`/`value` parameter names;
-- Pooler: tanh(dense(h[:, 0])), the BERT-style pooler of BERT, VisualBERT, ViLT, ViT and DeiT.
+- Pooler: tanh(dense(h[:, 0])), the BERT-style pooler (BERT, ViT, DeiT and the families built on them).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Declarative model descriptions: graphs, their inputs and outputs, named dynamic axes.
 
 In the spirit of Optimum's OnnxConfig, without its inheritance. A `ModelSpec` names the component
-graphs of one exported model (one for VisualBERT; vision + text for a dual encoder; encoder +
+graphs of one exported model (one for a classifier; vision + text for a dual encoder; encoder +
 decoder for generation) and the runtime pipeline that drives them. Each `GraphSpec` is plain data
 (inputs, outputs, tolerance, fp16 policy) plus a dummy-input maker. The same description drives
 input checking (eager PyTorch and the runtime), ONNX export (names and dynamic axes), TensorRT
@@ -236,7 +236,7 @@ def output_from_json(d: dict) -> OutputSpec:
 
 def check_io(inputs, outputs, axes: dict) -> None:
     """Every input dim is well formed and names a known axis; raises ValueError saying which. Output
-    dims may also use a name no input binds (e.g. ViLT's 1 + patches sequence length): it only names
+    dims may also use a name no input binds (e.g. a 1 + patches sequence length): it only names
     that output axis in the graph (outputs are checked for form by OutputSpec)."""
     for t in list(inputs):
         for d in t.dims:

@@ -76,7 +76,7 @@ _RENAMES = [(re.compile(r"\.gamma$"), ".weight"), (re.compile(r"\.beta$"), ".bia
 def normalize_keys(state: dict, expected: set[str], base_prefix: str, head_prefixes=()) -> dict:
     """Map checkpoint keys onto our module's keys.
 
-    Accepts: keys with or without the base prefix (e.g. `visual_bert.`), TF-style gamma/beta names,
+    Accepts: keys with or without the base prefix (e.g. `bert.`), TF-style gamma/beta names,
     and drops `position_ids` buffers. When loading the bare base model from a checkpoint with a
     head, the head's keys (`head_prefixes`) are dropped, as HF's `BaseModel.from_pretrained(head_ckpt)`.
     """

@@ -1,7 +1,7 @@
 """The benchmark runner: every backend in ONE process, on IDENTICAL inputs, interleaved.
 
     from vlexport.bench import BenchOptions, run_benchmark
-    result = run_benchmark(BenchOptions("engines/visualbert-vqa", sweep={"batch": [1, 8, 32]}))
+    result = run_benchmark(BenchOptions("engines/my-model", sweep={"batch": [1, 8, 32]}))
     result = run_benchmark(BenchOptions("engines/dual", graph="vision", sweep={"batch": [1, 32]}))
 
 Generic: the artifact's family (from the registry) gives the description, the dummy inputs, the

@@ -4,7 +4,7 @@ Weights of MatMul/Gemm become int8 (symmetric, per output channel); activations 
 on the fly per call (`DynamicQuantizeLinear` + `MatMulInteger`/`DynamicQuantizeMatMul`), so no
 calibration data is needed. Embedding gathers, LayerNorm, Softmax and GELU stay fp32.
 
-Choices, measured on full-size VisualBERT-VQA (random weights, 2 CPU threads, AVX512-VNNI):
+Choices, measured on a full-size BERT-base VQA model (random weights, 2 CPU threads, AVX512-VNNI):
 - per-channel weights: better agreement with fp32 than per-tensor at the same speed;
 - only MatMul/Gemm: quantizing Gather (the word-embedding table) saves file size but not time;
 - `reduce_range` off: it exists for CPUs without VNNI where u8*s8 products can saturate; on
@@ -49,7 +49,7 @@ def output_layers(model, op_types=DEFAULT_OPS) -> list[str]:
 
 
 def not_2d_weights(model, op_types=DEFAULT_OPS) -> list[str]:
-    """MatMul nodes whose constant operand is not a 2-D weight (e.g. ViLT's position grid, a (C, 12, 12)
+    """MatMul nodes whose constant operand is not a 2-D weight (e.g. a per-image position grid, a (C, 12, 12)
     table interpolated per image): ORT's per-channel int8 MatMul supports only 2-D weights, so they
     stay fp32 (they are tiny)."""
     inits = {t.name: len(t.dims) for t in model.graph.initializer}

@@ -1,7 +1,7 @@
 """The reference PyTorch models of every family, by their transformers class names.
 
 Attributes are imported on first use, so `import vlexport.models` needs no torch;
-`vlexport.models.VisualBertForQuestionAnswering` imports it then (from its family folder).
+`vlexport.models.<HF class name>` imports it then (from its family folder).
 `from_pretrained(path_or_id)` picks the family and head from config.json.
 """
 

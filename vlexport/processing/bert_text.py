@@ -6,7 +6,7 @@ BERT-specific: the tokenizer can be built from a vocab.txt, a token list or the 
 embedded in vlexport (so it works offline), with transformers' BertTokenizerFast pipeline (BertNormalizer
 with do_lower_case / strip_accents / tokenize_chinese_chars, BertPreTokenizer, WordPiece,
 `[CLS] A [SEP] B [SEP]`); a folder's tokenizer.json is used as it is; `tiny()`; and save_pretrained
-writes vocab.txt too. Family processors (VisualBERT's, ViLT's) build on it.
+writes vocab.txt too. Family processors with a BERT text side build on it.
 """
 
 from __future__ import annotations

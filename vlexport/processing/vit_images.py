@@ -31,7 +31,7 @@ a ViT config asking for a center crop gets one. HF's order, operation for operat
    (`pixel_lut`, bit-identical to HF's arithmetic) gathered into the batch over the cropped window
    only; other dtypes go through `rescale_normalize` (HF's arithmetic for any dtype).
 
-Where we differ, on purpose (as the ViLT processor does):
+Where we differ, on purpose (as the other image processors do):
 - RGB conversion is on unless a config says `do_convert_rgb: false`. HF's ViT and DeiT leave it unset
   and then raise on gray, palette, RGBA, LA, CMYK or 16-bit inputs; we return what HF returns with
   `do_convert_rgb=True`, and `save_pretrained` writes it so HF reading our file agrees.

@@ -2,7 +2,7 @@
 
     config.py  VisionTowerConfig (ViT, DeiT, CLIP-vision) and TextTowerConfig (BERT, RoBERTa)
     vit.py     the ViT-style vision tower: patch embeddings -> pre-LN encoder -> pooled output
-    bert.py    the BERT-style text tower and its post-LN blocks (VisualBERT's encoder is these blocks)
+    bert.py    the BERT-style text tower and its post-LN blocks (family encoders reuse them)
 
 A tower reads HF's sub-config dict (`vision_config` / `text_config` of a composite model, or a tower
 checkpoint's own config.json) and loads HF's state-dict keys.

@@ -1,5 +1,5 @@
 """The BERT-style text tower in plain PyTorch: BERT and RoBERTa, and the post-LN blocks that
-VisualBERT's encoder is made of.
+BERT-based family encoders are made of.
 
 Reads top to bottom: embeddings (word + position + token type, LayerNorm) -> post-LN encoder ->
 pooler = tanh(dense(h[:, 0])). Module names are HF's (`encoder.layer.N.attention.self.query`, ...),

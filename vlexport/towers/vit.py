@@ -7,8 +7,8 @@ pre-LN encoder -> pooled output. The variants differ only at the ends:
     CLIP-vision   `pre_layrnorm` before the encoder (HF's spelling), `post_layernorm` of h[:, 0] as
                   the pooled output, quick_gelu, a bias-free patch convolution
 
-Module names are HF's ViT names (`encoder.layer.N.attention.attention.query`, ...), which ViLT's
-encoder shares. CLIP checkpoints name the same tensors differently (`encoder.layers.N.self_attn.q_proj`)
+Module names are HF's ViT names (`encoder.layer.N.attention.attention.query`, ...), which family
+encoders built on ViT share. CLIP checkpoints name the same tensors differently (`encoder.layers.N.self_attn.q_proj`)
 under an extra `vision_model.`; `checkpoint_aliases()` maps them, so one encoder serves all three.
 The image size is fixed by the config (no position interpolation), as in HF without
 `interpolate_pos_encoding`.
@@ -64,7 +64,7 @@ class VitLayer(nn.Module):
 
 
 class VitEncoder(nn.Module):
-    """The stack of pre-LN blocks (ViT, DeiT, CLIP-vision and ViLT share it). The config needs
+    """The stack of pre-LN blocks (ViT, DeiT, CLIP-vision and families built on ViT share it). The config needs
     hidden_size, num_attention_heads, qkv_bias, intermediate_size, hidden_act, layer_norm_eps."""
 
     def __init__(self, c):
