@@ -14,6 +14,15 @@ from pathlib import Path
 from vlexport.errors import ConfigError
 
 
+def square_sizes(d: dict, names=("image_size", "patch_size")) -> dict:
+    """HF allows [h, w] for image and patch sizes; the vision models here use squares: [s, s] -> s."""
+    for name in names:
+        v = d.get(name)
+        if isinstance(v, (list, tuple)) and len(v) == 2 and v[0] == v[1]:
+            d[name] = v[0]
+    return d
+
+
 class HFConfig:
     MODEL_TYPE = ""
     POSITIVE_INTS: tuple = ()

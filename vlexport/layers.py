@@ -5,7 +5,9 @@
   HF's finfo(float32).min becomes -inf in fp16 and gives NaN on fully masked rows;
 - exporting(): True while torch.export / tracing runs (eager-only input checks are skipped then);
 - SelfAttention: multi-head self-attention with HF's `query`/`key`/`value` parameter names;
-- Pooler: tanh(dense(h[:, 0])), the BERT-style pooler (BERT, ViT, DeiT and the families built on them).
+- Pooler: tanh(dense(h[:, 0])), the BERT-style pooler (BERT, ViT, DeiT and the families built on them);
+- Pretrained: the loading side every family's model classes share (`Model.from_pretrained(folder)` and
+  the key-mapping hooks the loader asks for).
 """
 
 from __future__ import annotations
@@ -64,3 +66,24 @@ class Pooler(nn.Module):
 
     def forward(self, h):
         return self.act(self.dense(h[:, 0]))  # the first ([CLS]) token
+
+
+class Pretrained:
+    """Mixed into every family's model classes: `from_pretrained` by HF state-dict keys, and the hooks
+    vlexport.weights.load_into reads (a family overrides those its checkpoints need)."""
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, random_weights: bool = False, revision: str | None = None):
+        """Load from a local folder or hub id (weights by HF state-dict keys), as this class."""
+        from vlexport.reference import from_pretrained
+
+        return from_pretrained(path_or_id, architecture=cls.__name__, random_weights=random_weights,
+                               revision=revision).model
+
+    def checkpoint_aliases(self) -> dict:
+        """{checkpoint key: our key} for tensors a checkpoint stores under another name."""
+        return {}
+
+    def tied_weights(self) -> dict:
+        """{our key: the key it is tied to}: keys a checkpoint may omit (HF drops tied weights on save)."""
+        return {}

@@ -80,6 +80,20 @@ class AxisRange:
         return f"[{self.min}, {self.max}]" + (f" in steps of {self.step}" if self.step != 1 else "")
 
 
+def merge_axes(defaults: dict, axes: dict | None, architecture: str, hint=None) -> dict:
+    """A description's default ranges with the caller's overrides; an axis the model lacks is a
+    ConfigError naming its axes (`hint(name)`: extra words for that error, e.g. the flag that adds it)."""
+    from vlexport.errors import ConfigError
+
+    ranges = dict(defaults)
+    for name, r in (axes or {}).items():
+        if name not in ranges:
+            raise ConfigError(f"axis '{name}' does not exist for {architecture}" + (hint(name) if hint else "")
+                              + f"; its axes are {sorted(ranges)}")
+        ranges[name] = r
+    return ranges
+
+
 def dim_terms(dim) -> list:
     """'text+visual' -> ['text', 'visual']; 'past+1' -> ['past', 1]; 'batch' -> ['batch']."""
     if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool):

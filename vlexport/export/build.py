@@ -69,19 +69,12 @@ def tool_versions() -> dict:
 
 
 def _runner(path, threads):
-    from vlexport.runtime.backends.onnxruntime import make_session
-
-    from vlexport.runtime.backends.onnxruntime import ORT_TYPES
+    from vlexport.runtime.backends.onnxruntime import cast_feeds, fp16_inputs, make_session
 
     sess = make_session(path, threads)
     names = [o.name for o in sess.get_outputs()]
-    types = {i.name: ORT_TYPES.get(i.type) for i in sess.get_inputs()}
-
-    def run(feeds):  # fp16-I/O graphs (a KV cache) take the same fp32 validation inputs, cast here
-        feeds = {k: (v.astype(types[k]) if types.get(k) is not None and v.dtype != types[k] else v)
-                 for k, v in feeds.items()}
-        return dict(zip(names, sess.run(names, feeds)))
-    return run
+    fp16 = fp16_inputs(sess)  # fp16-I/O graphs (a KV cache) take the same fp32 validation inputs
+    return lambda feeds: dict(zip(names, sess.run(names, cast_feeds(feeds, fp16))))
 
 
 def choose_graph(raw: Path, simplified: Path, graph, axes, threads, rounds: int = 7, runs: int = 3) -> dict:

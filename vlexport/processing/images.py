@@ -50,6 +50,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import os
 import threading
 import warnings
@@ -435,3 +436,28 @@ def pad_batch(images: list[np.ndarray], *, fill: float = 0.0) -> tuple[np.ndarra
         out[b, :, :im.shape[1], :im.shape[2]] = im
         mask[b, :im.shape[1], :im.shape[2]] = 1
     return out, mask
+
+
+# ----------------------------------------------------------------------------- preprocessor_config.json checks
+# (every image processor validates its settings with these: one wording for the same mistake)
+
+def config_flag(v, name):
+    if not isinstance(v, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be true or false, got {v!r}")
+    return bool(v)
+
+
+def config_number(v, name, positive=False):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (positive and v <= 0):
+        raise ConfigError(f"{name} must be a finite{' positive' if positive else ''} number, got {v!r}")
+    return float(v)
+
+
+def config_mean_std(v, name):
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        vals = [v] * 3  # HF repeats a scalar over the channels
+    elif isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) == 1 and len(v) == 3:
+        vals = [u.item() if isinstance(u, np.generic) else u for u in v]
+    else:
+        raise ConfigError(f"{name} must be one number or 3 (R, G, B), got {v!r}")
+    return [config_number(u, name, positive=(name == "image_std")) for u in vals]

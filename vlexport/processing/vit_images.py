@@ -48,7 +48,6 @@ Where we differ, on purpose (as the other image processors do):
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -116,28 +115,6 @@ def crop_window(height: int, width: int, crop_h: int, crop_w: int):
 
 # --------------------------------------------------------------------------------- config checks
 
-def _flag(v, name):
-    if not isinstance(v, (bool, np.bool_)):
-        raise ConfigError(f"{name} must be true or false, got {v!r}")
-    return bool(v)
-
-
-def _number(v, name, positive=False):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (positive and v <= 0):
-        raise ConfigError(f"{name} must be a finite{' positive' if positive else ''} number, got {v!r}")
-    return float(v)
-
-
-def _mean_std(v, name):
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        vals = [v] * 3  # HF repeats a scalar over the channels
-    elif isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) == 1 and len(v) == 3:
-        vals = [u.item() if isinstance(u, np.generic) else u for u in v]
-    else:
-        raise ConfigError(f"{name} must be one number or 3 (R, G, B), got {v!r}")
-    return [_number(u, name, positive=(name == "image_std")) for u in vals]
-
-
 def _positive_int(v, name):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ConfigError(f"{name} must be a positive int, got {v!r}")
@@ -182,22 +159,22 @@ class _ViTStyleImageProcessor:
                  do_convert_rgb=None, *, default_to_square=None, max_pixels=None, num_threads=1, extra=None):
         d = self.defaults  # HF: an argument left at None takes the class default
         pick = lambda v, k: d[k] if v is None else v  # noqa: E731
-        square = self.default_to_square if default_to_square is None else _flag(default_to_square, "default_to_square")
-        self.do_resize = _flag(pick(do_resize, "do_resize"), "do_resize")
+        square = self.default_to_square if default_to_square is None else imgs.config_flag(default_to_square, "default_to_square")
+        self.do_resize = imgs.config_flag(pick(do_resize, "do_resize"), "do_resize")
         self.size = parse_size(pick(size, "size"), "size", square)
         self.resample = imgs.resample_filter(pick(resample, "resample"))
-        self.do_center_crop = _flag(pick(do_center_crop, "do_center_crop"), "do_center_crop")
+        self.do_center_crop = imgs.config_flag(pick(do_center_crop, "do_center_crop"), "do_center_crop")
         crop_size = pick(crop_size, "crop_size")
         if crop_size is None and self.do_center_crop:
             raise ConfigError("do_center_crop is true but crop_size is not set (HF raises at the first call)")
         self.crop_size = None if crop_size is None else parse_size(crop_size, "crop_size", crop=True)
-        self.do_rescale = _flag(pick(do_rescale, "do_rescale"), "do_rescale")
-        self.rescale_factor = _number(pick(rescale_factor, "rescale_factor"), "rescale_factor")
-        self.do_normalize = _flag(pick(do_normalize, "do_normalize"), "do_normalize")
-        self.image_mean = _mean_std(pick(image_mean, "image_mean"), "image_mean")
-        self.image_std = _mean_std(pick(image_std, "image_std"), "image_std")
+        self.do_rescale = imgs.config_flag(pick(do_rescale, "do_rescale"), "do_rescale")
+        self.rescale_factor = imgs.config_number(pick(rescale_factor, "rescale_factor"), "rescale_factor")
+        self.do_normalize = imgs.config_flag(pick(do_normalize, "do_normalize"), "do_normalize")
+        self.image_mean = imgs.config_mean_std(pick(image_mean, "image_mean"), "image_mean")
+        self.image_std = imgs.config_mean_std(pick(image_std, "image_std"), "image_std")
         # unset = convert (HF's ViT/DeiT would raise on non-RGB inputs instead: see the module docstring)
-        self.do_convert_rgb = True if do_convert_rgb is None else _flag(do_convert_rgb, "do_convert_rgb")
+        self.do_convert_rgb = True if do_convert_rgb is None else imgs.config_flag(do_convert_rgb, "do_convert_rgb")
         self.max_pixels = None if max_pixels is None else _positive_int(max_pixels, "max_pixels")
         self.num_threads = _positive_int(num_threads, "num_threads")
         self.extra = dict(extra or {})
@@ -463,3 +440,30 @@ def image_processor_from_pretrained(folder, default: str = "ViTImageProcessor", 
         return IMAGE_PROCESSORS[kind].from_dict(untyped, **overrides)
     except ConfigError as e:
         raise ConfigError(f"{file}: {e}") from None
+
+
+# the image processor HF's checkpoints of each vision tower model_type use, for folders without one
+TOWER_IMAGE_PROCESSORS = {"vit": "ViTImageProcessor", "deit": "DeiTImageProcessor",
+                          "clip_vision_model": "CLIPImageProcessor"}
+
+
+def at_size(proc, size: int):
+    """The same processor producing size x size images (its crop, or its resize when it has no crop)."""
+    d = proc.to_dict()
+    if "crop_size" in d and d.get("do_center_crop"):
+        d["crop_size"] = {"height": size, "width": size}
+        if "shortest_edge" in (d.get("size") or {}):
+            d["size"] = {"shortest_edge": size}
+    else:
+        d["size"] = {"height": size, "width": size}
+    return type(proc).from_dict(d)
+
+
+def for_vision_tower(folder, tower_config=None):
+    """A vision tower's image processor: the folder's preprocessor_config.json when it has one, else the
+    class HF's checkpoints of that tower type use, at the tower's image size."""
+    default = TOWER_IMAGE_PROCESSORS.get(getattr(tower_config, "model_type", "vit"), "ViTImageProcessor")
+    if folder is not None and (Path(folder) / "preprocessor_config.json").is_file():
+        return image_processor_from_pretrained(folder, default=default)
+    proc = IMAGE_PROCESSORS[default]()
+    return at_size(proc, tower_config.image_size) if tower_config is not None else proc

@@ -68,6 +68,9 @@ class Pipeline:
         self._specs = {g: artifact.inputs(g) for g in artifact.graph_names}
         self._outputs = {g: artifact.outputs(g) for g in artifact.graph_names}
         self._axes = artifact.axes
+        # an fp16 graph may take some float inputs as float16 (a KV cache): those are fed in its type
+        self._fp16_inputs = {g: {n for n, t in (getattr(b, "input_types", None) or {}).items() if t is np.float16}
+                             for g, b in backends.items()}
         self._processor = None
         self._lock = threading.Lock()
 
@@ -105,13 +108,10 @@ class Pipeline:
                 if fill is not None:
                     feeds[s.name] = fill
         by_name = {s.name: s for s in specs}
-        # an fp16 graph may take some float inputs as float16 (a KV cache): feed those in the graph's type
-        graph_types = getattr(self.backends.get(graph), "input_types", None) or {}
+        fp16 = self._fp16_inputs[graph]
         for name, x in feeds.items():
             if isinstance(x, np.ndarray):
-                want = _NP[by_name[name].dtype]
-                if want is np.float32 and graph_types.get(name) is np.float16:
-                    want = np.float16
+                want = np.float16 if name in fp16 else _NP[by_name[name].dtype]
                 if x.dtype != want or not x.flags.c_contiguous:
                     feeds[name] = np.ascontiguousarray(x, dtype=want)
         return feeds

@@ -125,7 +125,8 @@ class TextEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
 
     def positions(self, input_ids):
-        if self.config.roberta_positions:
+        # RoBERTa-style towers only; a family config without the flag (e.g. a multimodal BERT) is BERT
+        if getattr(self.config, "roberta_positions", False):
             pad = self.config.pad_token_id
             real = (input_ids != pad).to(torch.int64)
             return torch.cumsum(real, dim=1) * real + pad  # (B, T)

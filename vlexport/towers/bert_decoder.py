@@ -1,5 +1,5 @@
 """BERT as a text decoder (HF's BertLMHeadModel with cross-attention) in plain PyTorch, with the step
-interface and fixed-capacity KV cache of vlexport.towers.gpt2 (see there): post-LN BERT layers whose
+interface and fixed-capacity KV cache of vlexport.towers.cached_attention: post-LN BERT layers whose
 self-attention is causal over the cache + new tokens, then cross-attention to the image
 (`crossattention`), then the FFN; `cls.predictions` (tied to the word embeddings) gives the logits.
 Names are HF's (`bert.encoder.layer.N.attention.self.query`, `crossattention.self.key`, `cls.predictions`).
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from vlexport.towers.bert import BertIntermediate, BertOutput, BertSelfOutput, LMPredictionHead, TextEmbeddings
-from vlexport.towers.gpt2 import _attend, _heads, _merge, causal_cache_mask
+from vlexport.towers.cached_attention import attend, decode_step, merge_heads, split_heads, stack_cross_kv
 
 
 class _QKV(nn.Module):
@@ -30,7 +30,7 @@ class _QKV(nn.Module):
         self.value = nn.Linear(H, H)
 
     def keys_values(self, x):
-        return _heads(self.key(x), self.nh), _heads(self.value(x), self.nh)
+        return split_heads(self.key(x), self.nh), split_heads(self.value(x), self.nh)
 
 
 class _Attention(nn.Module):
@@ -40,8 +40,8 @@ class _Attention(nn.Module):
         self.output = BertSelfOutput(c)
 
     def forward(self, x, keys, values, additive_mask):
-        ctx = _attend(_heads(self.self.query(x), self.self.nh), keys, values, additive_mask, self.self.scaling)
-        return self.output(_merge(ctx), x)  # LN(dense(ctx) + x)
+        ctx = attend(split_heads(self.self.query(x), self.self.nh), keys, values, additive_mask, self.self.scaling)
+        return self.output(merge_heads(ctx), x)  # LN(dense(ctx) + x)
 
 
 class BertDecoderLayer(nn.Module):
@@ -92,17 +92,11 @@ class BertDecoder(nn.Module):
         return self.bert.encoder.layer
 
     def cross_kv(self, encoder_hidden):
-        kv = [layer.crossattention.self.keys_values(encoder_hidden) for layer in self.layers]
-        return torch.stack([k for k, _ in kv], dim=1), torch.stack([v for _, v in kv], dim=1)
+        return stack_cross_kv([layer.crossattention.self.keys_values for layer in self.layers], encoder_hidden)
 
     def forward(self, input_ids, position_ids, cache_mask, past_keys, past_values, cross_keys, cross_values):
         e = self.bert.embeddings
         x = e.LayerNorm(e.word_embeddings(input_ids) + e.token_type_embeddings(torch.zeros_like(input_ids))
                         + e.position_embeddings(position_ids))  # (B, T, H)
-        additive = causal_cache_mask(cache_mask, input_ids.shape[1], x.dtype)
-        new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, past_keys[:, i], past_values[:, i], additive, cross_keys[:, i], cross_values[:, i])
-            new_k.append(k)
-            new_v.append(v)
-        return self.cls.predictions(x), torch.stack(new_k, dim=1), torch.stack(new_v, dim=1)
+        x, k, v = decode_step(self.layers, x, cache_mask, past_keys, past_values, cross_keys, cross_values)
+        return self.cls.predictions(x), k, v

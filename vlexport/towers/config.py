@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from vlexport.errors import ConfigError
+from vlexport.hf_config import square_sizes
 
 TOWER_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "quick_gelu")
 _COMMON_INTS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
@@ -104,11 +105,7 @@ class VisionTowerConfig(_TowerConfig):
         if d.get("model_type") == "clip":
             d = {"model_type": "clip_vision_model", **dict(d.get("vision_config") or {})}
             d["model_type"] = "clip_vision_model"
-        for name in ("image_size", "patch_size"):  # HF allows [h, w]; square only here
-            v = d.get(name)
-            if isinstance(v, (list, tuple)) and len(v) == 2 and v[0] == v[1]:
-                d[name] = v[0]
-        return d
+        return square_sizes(d)
 
     @property
     def is_clip(self) -> bool:

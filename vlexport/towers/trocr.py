@@ -1,5 +1,5 @@
 """TrOCR's text decoder (HF's TrOCRForCausalLM) in plain PyTorch, with the same step interface and
-fixed-capacity KV cache as vlexport.towers.gpt2 (see there): BART-style post-LN layers with
+fixed-capacity KV cache of vlexport.towers.cached_attention: BART-style post-LN layers with
 self-attention, cross-attention to the image, and an FFN; learned positions offset by 2, optional
 embedding scale and embedding LayerNorm, `output_projection` tied to the token embeddings.
 Names are HF's (`model.decoder.layers.N.self_attn.q_proj`, `encoder_attn`, `fc1`, `output_projection`).
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from vlexport.layers import ACTIVATIONS
-from vlexport.towers.gpt2 import _attend, _heads, _merge, causal_cache_mask
+from vlexport.towers.cached_attention import attend, decode_step, merge_heads, split_heads, stack_cross_kv
 
 
 class TrOCRAttention(nn.Module):
@@ -27,11 +27,11 @@ class TrOCRAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
 
     def keys_values(self, x):
-        return _heads(self.k_proj(x), self.nh), _heads(self.v_proj(x), self.nh)  # (B, nh, S, hs)
+        return split_heads(self.k_proj(x), self.nh), split_heads(self.v_proj(x), self.nh)  # (B, nh, S, hs)
 
     def forward(self, x, keys, values, additive_mask):
-        q = _heads(self.q_proj(x), self.nh)  # HF scales q after the projection; same as scaling the scores
-        return self.out_proj(_merge(_attend(q, keys, values, additive_mask, self.scaling)))
+        q = split_heads(self.q_proj(x), self.nh)  # HF scales q after the projection; same as scaling the scores
+        return self.out_proj(merge_heads(attend(q, keys, values, additive_mask, self.scaling)))
 
 
 class TrOCRDecoderLayer(nn.Module):
@@ -88,18 +88,12 @@ class TrOCRDecoder(nn.Module):
         return self.model.decoder.layers
 
     def cross_kv(self, encoder_hidden):
-        kv = [layer.encoder_attn.keys_values(encoder_hidden) for layer in self.layers]
-        return torch.stack([k for k, _ in kv], dim=1), torch.stack([v for _, v in kv], dim=1)
+        return stack_cross_kv([layer.encoder_attn.keys_values for layer in self.layers], encoder_hidden)
 
     def forward(self, input_ids, position_ids, cache_mask, past_keys, past_values, cross_keys, cross_values):
         d = self.model.decoder
         x = d.embed_tokens(input_ids) * self.embed_scale + d.embed_positions(position_ids + 2)  # (B, T, D)
         if hasattr(d, "layernorm_embedding"):
             x = d.layernorm_embedding(x)
-        additive = causal_cache_mask(cache_mask, input_ids.shape[1], x.dtype)
-        new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, past_keys[:, i], past_values[:, i], additive, cross_keys[:, i], cross_values[:, i])
-            new_k.append(k)
-            new_v.append(v)
-        return self.output_projection(x), torch.stack(new_k, dim=1), torch.stack(new_v, dim=1)
+        x, k, v = decode_step(self.layers, x, cache_mask, past_keys, past_values, cross_keys, cross_values)
+        return self.output_projection(x), k, v

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vlexport.errors import ConfigError
-from vlexport.hf_config import HFConfig
+from vlexport.hf_config import HFConfig, square_sizes
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 _POSITIVE_INTS = ("vocab_size", "type_vocab_size", "modality_type_vocab_size", "max_position_embeddings",
@@ -45,11 +45,7 @@ class ViltConfig(HFConfig):
 
     @classmethod
     def _normalize(cls, kw: dict) -> dict:
-        for name in ("image_size", "patch_size"):  # HF allows [h, w]; its ViLT only works with squares
-            v = kw.get(name)
-            if isinstance(v, (list, tuple)) and len(v) == 2 and v[0] == v[1]:
-                kw[name] = v[0]
-        return kw
+        return square_sizes(kw)  # HF's ViLT only works with squares
 
     @property
     def grid_size(self) -> int:

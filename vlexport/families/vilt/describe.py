@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from vlexport.errors import ConfigError, UnknownModelError
-from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec
+from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec, merge_axes
 
 FAMILY = "vilt"
 TASKS = {
@@ -72,12 +72,11 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
         "ViltForTokenClassification": [OutputSpec("logits", ("batch", "text", config.num_labels), classes=True)],
     }[architecture]
     ranges = default_axes(config, architecture)
-    for name, r in (axes or {}).items():
-        if name not in ranges:
-            raise ConfigError(f"axis '{name}' does not exist for {architecture}; its axes are {sorted(ranges)}")
-        if name in ("height", "width") and r.step % config.patch_size:
-            r = AxisRange(r.min, r.opt, r.max, config.patch_size)  # image sides come in whole patches
-        ranges[name] = r
+    ranges = merge_axes(ranges, axes, architecture)
+    for name in ("height", "width"):
+        r = ranges[name]
+        if r.step % config.patch_size:
+            ranges[name] = AxisRange(r.min, r.opt, r.max, config.patch_size)  # image sides come in whole patches
     if ranges["text"].max > config.max_position_embeddings:
         raise ConfigError(f"text length up to {ranges['text'].max} was asked for, but this model's "
                           f"max_position_embeddings is {config.max_position_embeddings}")

@@ -45,7 +45,6 @@ HF's five or so full-image copies and dtype round trips.
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -116,28 +115,6 @@ def _shortest_edge(size) -> int:
     return edge
 
 
-def _flag(v, name):
-    if not isinstance(v, (bool, np.bool_)):
-        raise ConfigError(f"{name} must be true or false, got {v!r}")
-    return bool(v)
-
-
-def _number(v, name, positive=False):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (positive and v <= 0):
-        raise ConfigError(f"{name} must be a finite{' positive' if positive else ''} number, got {v!r}")
-    return float(v)
-
-
-def _mean_std(v, name):
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        vals = [v] * 3
-    elif isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) == 1 and len(v) == 3:
-        vals = [u.item() if isinstance(u, np.generic) else u for u in v]
-    else:
-        raise ConfigError(f"{name} must be one number or 3 (R, G, B), got {v!r}")
-    return [_number(u, name, positive=(name == "image_std")) for u in vals]
-
-
 class ViltImageProcessor:
     """ViLT image preprocessing, torch-free; the same outputs as HF's `ViltImageProcessorPil`.
 
@@ -154,20 +131,20 @@ class ViltImageProcessor:
                  rescale_factor=1 / 255, do_normalize=True, image_mean=(0.5, 0.5, 0.5),
                  image_std=(0.5, 0.5, 0.5), do_pad=True, do_convert_rgb=True, *, min_size=PATCH_SIZE,
                  max_pixels=None, num_threads=1, extra=None):
-        self.do_resize = _flag(do_resize, "do_resize")
+        self.do_resize = imgs.config_flag(do_resize, "do_resize")
         self.size = {"shortest_edge": _shortest_edge(384 if size is None else size)}
         if isinstance(size_divisor, bool) or not isinstance(size_divisor, int) or size_divisor < 1:
             raise ConfigError(f"size_divisor must be a positive int, got {size_divisor!r}")
         self.size_divisor = size_divisor
         self.resample = imgs.resample_filter(resample)
-        self.do_rescale = _flag(do_rescale, "do_rescale")
-        self.rescale_factor = _number(rescale_factor, "rescale_factor")
-        self.do_normalize = _flag(do_normalize, "do_normalize")
-        self.image_mean = _mean_std(image_mean, "image_mean")
-        self.image_std = _mean_std(image_std, "image_std")
-        self.do_pad = _flag(do_pad, "do_pad")
+        self.do_rescale = imgs.config_flag(do_rescale, "do_rescale")
+        self.rescale_factor = imgs.config_number(rescale_factor, "rescale_factor")
+        self.do_normalize = imgs.config_flag(do_normalize, "do_normalize")
+        self.image_mean = imgs.config_mean_std(image_mean, "image_mean")
+        self.image_std = imgs.config_mean_std(image_std, "image_std")
+        self.do_pad = imgs.config_flag(do_pad, "do_pad")
         # unset (None) in a config = HF's default: we convert (see the module docstring)
-        self.do_convert_rgb = True if do_convert_rgb is None else _flag(do_convert_rgb, "do_convert_rgb")
+        self.do_convert_rgb = True if do_convert_rgb is None else imgs.config_flag(do_convert_rgb, "do_convert_rgb")
         if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:
             raise ConfigError(f"min_size must be a positive int, got {min_size!r}")
         self.min_size = min_size

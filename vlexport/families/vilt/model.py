@@ -36,32 +36,19 @@ from torch import nn
 
 from vlexport.errors import ConfigError, InputError
 from vlexport.families.vilt.config import ViltConfig
-from vlexport.layers import ACTIVATIONS as _ACTIVATIONS  # shared by every family's model
 from vlexport.layers import MASK_VALUE
-from vlexport.layers import Pooler
+from vlexport.layers import Pooler, Pretrained
 from vlexport.layers import exporting as _exporting
 from vlexport.outputs import ModelOutput
 from vlexport.specs import check_inputs
+from vlexport.towers.bert import PredictionHeadTransform, TextEmbeddings
 from vlexport.towers.vit import VitEncoder
 
 
 
 # ----------------------------------------------------------------------------- text embeddings
 
-class TextEmbeddings(nn.Module):
-    """BERT embeddings: word + token type + absolute position, then LayerNorm."""
-
-    def __init__(self, c: ViltConfig):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size)
-        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
-        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-
-    def forward(self, input_ids, token_type_ids):
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        h = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-        return self.LayerNorm(h + self.position_embeddings(positions))  # (B, T, H)
+# BERT's (vlexport.towers.bert.TextEmbeddings): word + token type + absolute position, then LayerNorm.
 
 
 # ----------------------------------------------------------------------------- patch embeddings
@@ -181,22 +168,10 @@ def _no_extra(extra: dict):
 
 # ----------------------------------------------------------------------------- base model
 
-class _Pretrained:
-    @classmethod
-    def from_pretrained(cls, path_or_id: str, random_weights: bool = False, revision: str | None = None):
-        """Load from a local folder or hub id (weights by HF state-dict keys), as this class."""
-        from vlexport.reference import from_pretrained
-
-        return from_pretrained(path_or_id, architecture=cls.__name__, random_weights=random_weights,
-                               revision=revision).model
-
+class _Pretrained(Pretrained):
     def checkpoint_aliases(self) -> dict:
         """{checkpoint key: our key}: transformers 4.x stored the MLM bias as `mlm_score.bias` too."""
         return {"mlm_score.bias": "mlm_score.decoder.bias"}
-
-    def tied_weights(self) -> dict:
-        """{our key: the key it is tied to}: keys a checkpoint may omit (HF drops tied weights on save)."""
-        return {}
 
 
 class ViltModel(_Pretrained, nn.Module):
@@ -257,21 +232,10 @@ def _classifier(n_in: int, n_hidden: int, n_out: int):
 
 # ----------------------------------------------------------------------------- heads
 
-class ViltPredictionHeadTransform(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
-        self.act = _ACTIVATIONS[c.hidden_act]
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-
-    def forward(self, h):
-        return self.LayerNorm(self.act(self.dense(h)))
-
-
 class ViltMLMHead(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.transform = ViltPredictionHeadTransform(c)
+        self.transform = PredictionHeadTransform(c)  # BERT's
         self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
 
     def forward(self, h):

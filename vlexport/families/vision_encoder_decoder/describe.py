@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from vlexport.errors import ConfigError, UnknownModelError
-from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec
+from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec, merge_axes
 
 FAMILY = "vision_encoder_decoder"
 TASKS = {"VisionEncoderDecoderModel": "image-to-text"}
@@ -63,10 +63,7 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
         make_inputs=lambda sizes, rng, pad=True: _decoder_inputs(config, N, sizes, rng, pad),
         fp16_io=("past_keys", "past_values", "cross_keys", "cross_values", "new_keys", "new_values"))
     ranges = default_axes(config)
-    for name, r in (axes or {}).items():
-        if name not in ranges:
-            raise ConfigError(f"axis '{name}' does not exist for {architecture}; its axes are {sorted(ranges)}")
-        ranges[name] = r
+    ranges = merge_axes(ranges, axes, architecture)
     if ranges["past"].max > d.n_positions:
         raise ConfigError(f"a cache of {ranges['past'].max} positions was asked for; the decoder has "
                           f"{d.n_positions} (n_positions)")

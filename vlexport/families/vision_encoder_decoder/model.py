@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from vlexport.families.vision_encoder_decoder.config import EncoderDecoderConfig
+from vlexport.layers import Pretrained
 from vlexport.outputs import ModelOutput
 from vlexport.towers.bert_decoder import BertDecoder
 from vlexport.towers.gpt2 import GPT2Decoder
@@ -28,7 +29,7 @@ from vlexport.towers.trocr import TrOCRDecoder
 from vlexport.towers.vit import VisionTower
 
 
-class VisionEncoderDecoderModel(nn.Module):
+class VisionEncoderDecoderModel(Pretrained, nn.Module):
     def __init__(self, config: EncoderDecoderConfig):
         super().__init__()
         self.config = config
@@ -39,13 +40,6 @@ class VisionEncoderDecoderModel(nn.Module):
             self.enc_to_dec_proj = nn.Linear(e.hidden_size, d.hidden_size)
         decoder = {"gpt2": GPT2Decoder, "trocr": TrOCRDecoder, "bert": BertDecoder}[d.model_type]
         self.decoder = decoder(d, encoder_size=cross or d.hidden_size)
-
-    @classmethod
-    def from_pretrained(cls, path_or_id: str, random_weights: bool = False, revision: str | None = None):
-        from vlexport.reference import from_pretrained
-
-        return from_pretrained(path_or_id, architecture=cls.__name__, random_weights=random_weights,
-                               revision=revision).model
 
     def tied_weights(self) -> dict:
         if not self.config.decoder.tie_word_embeddings:

@@ -18,27 +18,18 @@ class EncoderDecoderProcessor:
 
     @classmethod
     def from_pretrained(cls, folder, config=None) -> "EncoderDecoderProcessor":
-        from vlexport.families.vision_text_dual_encoder.processor import DEFAULT_IMAGE_PROCESSOR, _at_size
         from vlexport.processing.text import TextProcessor
 
-        enc = getattr(config, "encoder", None)
-        default = DEFAULT_IMAGE_PROCESSOR.get(getattr(enc, "model_type", "vit"), "ViTImageProcessor")
-        if folder is not None and (Path(folder) / "preprocessor_config.json").is_file():
-            image = vit_images.image_processor_from_pretrained(folder, default=default)
-        else:
-            image = vit_images.IMAGE_PROCESSORS[default]()
-            if enc is not None:
-                image = _at_size(image, enc.image_size)
+        image = vit_images.for_vision_tower(folder, getattr(config, "encoder", None))
         # without a tokenizer.json the artifact still generates ids; decoding them says what is missing
         has_tokenizer = folder is not None and (Path(folder) / "tokenizer.json").is_file()
         return cls(image, TextProcessor.from_pretrained(folder) if has_tokenizer else None)
 
     @classmethod
     def tiny(cls, image_size: int = 32) -> "EncoderDecoderProcessor":
-        from vlexport.families.vision_text_dual_encoder.processor import _at_size
         from vlexport.processing.bert_text import BertTextProcessor
 
-        return cls(_at_size(vit_images.IMAGE_PROCESSORS["ViTImageProcessor"](), image_size), BertTextProcessor.tiny())
+        return cls(vit_images.at_size(vit_images.ViTImageProcessor(), image_size), BertTextProcessor.tiny())
 
     def save_pretrained(self, folder):
         self.image_processor.save_pretrained(Path(folder))

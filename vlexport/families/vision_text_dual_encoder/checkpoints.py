@@ -35,9 +35,6 @@ TOWERS = {
 }
 TOWER_ALIASES = {"bert-base-uncased": "google-bert/bert-base-uncased", "roberta-base": "FacebookAI/roberta-base"}
 
-# which preprocessor a random-weights composition uses (a checkpoint folder's own file wins)
-IMAGE_PROCESSORS = {"vit": "ViTImageProcessor", "deit": "DeiTImageProcessor", "clip_vision_model": "CLIPImageProcessor"}
-
 
 def tower_config(model_id: str) -> dict | None:
     cfg = TOWERS.get(TOWER_ALIASES.get(model_id, model_id))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from vlexport.errors import ConfigError, UnknownModelError
-from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec
+from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec, merge_axes
 
 FAMILY = "vision_text_dual_encoder"
 TASKS = {"VisionTextDualEncoderModel": "zero-shot-image-classification"}
@@ -57,10 +57,7 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
                      int8_cosine=0.98, int8_keep_fp32_weights=((t.hidden_size, t.intermediate_size),))
 
     ranges = default_axes(config)
-    for name, r in (axes or {}).items():
-        if name not in ranges:
-            raise ConfigError(f"axis '{name}' does not exist for {architecture}; its axes are {sorted(ranges)}")
-        ranges[name] = r
+    ranges = merge_axes(ranges, axes, architecture)
     if ranges["text"].max > t.max_text_length:
         raise ConfigError(f"text length up to {ranges['text'].max} was asked for, but this text tower takes at "
                           f"most {t.max_text_length} tokens")

@@ -20,14 +20,14 @@ from torch import nn
 
 from vlexport.errors import InputError
 from vlexport.families.vision_text_dual_encoder.config import DualEncoderConfig
-from vlexport.layers import exporting
+from vlexport.layers import Pretrained, exporting
 from vlexport.outputs import ModelOutput
 from vlexport.specs import check_inputs
 from vlexport.towers.bert import TextTower
 from vlexport.towers.vit import VisionTower
 
 
-class VisionTextDualEncoderModel(nn.Module):
+class VisionTextDualEncoderModel(Pretrained, nn.Module):
     def __init__(self, config: DualEncoderConfig):
         super().__init__()
         self.config = config
@@ -38,20 +38,10 @@ class VisionTextDualEncoderModel(nn.Module):
         self.text_projection = nn.Linear(t.hidden_size, config.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
 
-    # ---- loading
-    @classmethod
-    def from_pretrained(cls, path_or_id: str, random_weights: bool = False, revision: str | None = None):
-        from vlexport.reference import from_pretrained
-
-        return from_pretrained(path_or_id, architecture=cls.__name__, random_weights=random_weights,
-                               revision=revision).model
-
+    # ---- loading (from_pretrained: vlexport.layers.Pretrained)
     def checkpoint_aliases(self) -> dict:
         """{checkpoint key: our key}: CLIP-vision towers store their tensors under CLIP's names."""
         return self.vision_model.checkpoint_aliases(prefix="vision_model.")
-
-    def tied_weights(self) -> dict:
-        return {}
 
     def artifact_facts(self) -> dict:
         """Values the runtime needs that no graph computes (recorded in the manifest)."""

@@ -11,11 +11,6 @@ from vlexport.errors import ConfigError, InputError
 from vlexport.outputs import ModelOutput
 from vlexport.processing import vit_images
 
-# the image processor HF's checkpoints of each vision tower use, for folders without preprocessor_config.json
-DEFAULT_IMAGE_PROCESSOR = {"vit": "ViTImageProcessor", "deit": "DeiTImageProcessor",
-                           "clip_vision_model": "CLIPImageProcessor"}
-
-
 def _tokenizer(folder, text_config=None):
     from vlexport.processing.bert_text import BertTextProcessor
     from vlexport.processing.text import TextProcessor
@@ -31,27 +26,6 @@ def _tokenizer(folder, text_config=None):
     return BertTextProcessor.from_pretrained(None)
 
 
-def _image_processor(folder, vision_config=None):
-    default = DEFAULT_IMAGE_PROCESSOR.get(getattr(vision_config, "model_type", "vit"), "ViTImageProcessor")
-    if folder is not None and (Path(folder) / "preprocessor_config.json").is_file():
-        return vit_images.image_processor_from_pretrained(folder, default=default)
-    proc = vit_images.IMAGE_PROCESSORS[default]()
-    if vision_config is not None:  # no preprocessor file: the class defaults at the tower's image size
-        proc = _at_size(proc, vision_config.image_size)
-    return proc
-
-
-def _at_size(proc, size: int):
-    d = proc.to_dict()
-    if "crop_size" in d and d.get("do_center_crop"):
-        d["crop_size"] = {"height": size, "width": size}
-        if "shortest_edge" in (d.get("size") or {}):
-            d["size"] = {"shortest_edge": size}
-    else:
-        d["size"] = {"height": size, "width": size}
-    return type(proc).from_dict(d)
-
-
 class DualEncoderProcessor:
     def __init__(self, image_processor, tokenizer):
         self.image_processor = image_processor
@@ -62,18 +36,18 @@ class DualEncoderProcessor:
         """A model or artifact folder (preprocessor_config.json + tokenizer files)."""
         v = getattr(config, "vision_config", None)
         t = getattr(config, "text_config", None)
-        return cls(_image_processor(folder, v), _tokenizer(folder, t))
+        return cls(vit_images.for_vision_tower(folder, v), _tokenizer(folder, t))
 
     @classmethod
     def from_parts(cls, vision_folder, text_folder, config) -> "DualEncoderProcessor":
         """A composed model: the image processor of the vision tower's folder, the text tower's tokenizer."""
-        return cls(_image_processor(vision_folder, config.vision_config), _tokenizer(text_folder, config.text_config))
+        return cls(vit_images.for_vision_tower(vision_folder, config.vision_config), _tokenizer(text_folder, config.text_config))
 
     @classmethod
     def tiny(cls, image_size: int = 32) -> "DualEncoderProcessor":
         from vlexport.processing.bert_text import BertTextProcessor
 
-        return cls(_at_size(vit_images.IMAGE_PROCESSORS["ViTImageProcessor"](), image_size), BertTextProcessor.tiny())
+        return cls(vit_images.at_size(vit_images.ViTImageProcessor(), image_size), BertTextProcessor.tiny())
 
     def save_pretrained(self, folder):
         folder = Path(folder)

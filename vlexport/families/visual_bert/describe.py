@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from vlexport.errors import ConfigError, UnknownModelError
-from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec
+from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec, merge_axes
 
 FAMILY = "visual_bert"
 MASKED = -1e30  # region-to-phrase logits of masked regions hold finfo(float32).min, as HF
@@ -92,12 +92,8 @@ def describe(architecture: str, config, axes: dict | None = None, with_alignment
     ranges = default_axes(config, architecture)
     if with_alignment:
         ranges["align"] = AxisRange(1, 2, 8)
-    for name, r in (axes or {}).items():
-        if name not in ranges:
-            raise ConfigError(f"axis '{name}' does not exist for {architecture}"
-                              + ("" if with_alignment or name != "align" else " without --with-alignment")
-                              + f"; its axes are {sorted(ranges)}")
-        ranges[name] = r
+    ranges = merge_axes(ranges, axes, architecture,
+                        hint=lambda name: "" if with_alignment or name != "align" else " without --with-alignment")
     if ranges["text"].max > config.max_position_embeddings:
         raise ConfigError(
             f"text length up to {ranges['text'].max} was asked for, but this model's "

@@ -22,7 +22,7 @@ from torch import nn
 from vlexport.errors import InputError
 from vlexport.families.visual_bert.config import VisualBertConfig
 from vlexport.layers import MASK_VALUE
-from vlexport.layers import Pooler
+from vlexport.layers import Pooler, Pretrained
 from vlexport.layers import exporting as _exporting
 from vlexport.outputs import ModelOutput
 from vlexport.specs import check_inputs
@@ -70,15 +70,7 @@ class VisualBertEmbeddings(nn.Module):
 
 # ----------------------------------------------------------------------------- base model
 
-class _Pretrained:
-    @classmethod
-    def from_pretrained(cls, path_or_id: str, random_weights: bool = False, revision: str | None = None):
-        """Load from a local folder or hub id (weights by HF state-dict keys), as this class."""
-        from vlexport.reference import from_pretrained
-
-        return from_pretrained(path_or_id, architecture=cls.__name__, random_weights=random_weights,
-                               revision=revision).model
-
+class _Pretrained(Pretrained):
     def checkpoint_aliases(self) -> dict:
         """{checkpoint key: our key} for keys stored under another name (HF ties the decoder bias)."""
         return {"cls.predictions.decoder.bias": "cls.predictions.bias"}

@@ -59,6 +59,19 @@ def choose_providers(precision: str, artifact=None, graph: str = "model") -> lis
     return chosen
 
 
+def fp16_inputs(session) -> dict:
+    """{input name: np.float16} for the float16 inputs of a session (an fp16 graph's KV cache)."""
+    return {i.name: np.float16 for i in session.get_inputs() if i.type == "tensor(float16)"}
+
+
+def cast_feeds(feeds: dict, fp16: dict) -> dict:
+    """Feeds with the graph's float16 inputs cast from other float arrays (a no-op for most graphs)."""
+    if not fp16:
+        return feeds
+    return {k: (v.astype(np.float16) if k in fp16 and isinstance(v, np.ndarray) and v.dtype != np.float16 else v)
+            for k, v in feeds.items()}
+
+
 def _is_ortvalue(x) -> bool:
     return type(x).__name__ == "OrtValue" and hasattr(x, "device_name")
 
@@ -75,6 +88,7 @@ class OnnxRuntimeBackend(Backend):
         self.providers = self.session.get_providers()
         self.device = "cuda" if self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
         self.input_types = {i.name: ORT_TYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
+        self._fp16_inputs = fp16_inputs(self.session)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._ort = require("onnxruntime", "running ONNX graphs")
 
@@ -95,10 +109,7 @@ class OnnxRuntimeBackend(Backend):
                 if keep_on_device:
                     return dict(zip(self.output_names, outs))
                 return {n: o.numpy() for n, o in zip(self.output_names, outs)}
-            types = self.input_types  # an fp16 graph may take some inputs (a KV cache) as float16
-            feeds = {k: (v.astype(types[k]) if isinstance(v, np.ndarray) and k in types and v.dtype != types[k] else v)
-                     for k, v in feeds.items()}
-            outs = self.session.run(self.output_names, feeds)
+            outs = self.session.run(self.output_names, cast_feeds(feeds, self._fp16_inputs))
             return dict(zip(self.output_names, outs))
         return self._run_bound(feeds, keep_on_device)
 
