@@ -24,6 +24,15 @@ def _tiny_graphs(model_id: str) -> list:
     return [None] if len(names) == 1 else names
 
 
+def _example_axis(model_id: str, graph) -> str:
+    """The axis that counts examples in a graph: "batch", or "images" for a vision graph fed images."""
+    fam, cfg, _ = families.embedded(model_id)
+    arch = (cfg.get("architectures") or list(fam.architectures))[0]
+    spec = fam.describe(arch, fam.config_from_dict(cfg))
+    g = spec.graphs[0] if graph is None else spec.graph(graph)
+    return "batch" if "batch" in g.axes_used() else g.axes_used()[0]
+
+
 TINY_GRAPHS = [(i, g) for i in TINY_IDS for g in _tiny_graphs(i)]
 
 
@@ -138,7 +147,7 @@ def test_harness_end_to_end_tiny(model_id, graph, tmp_path):
     from vlexport.bench.harness import run_benchmark
 
     opts = BenchOptions(model_id, backends=("transformers", "torch", "ort-fp32", "ort-int8", "tensorrt-fp16"),
-                        sweep={"batch": [1, 2]}, iters=2, warmup=1, parity_samples=4, wrapper_iters=3,
+                        sweep={_example_axis(model_id, graph): [1, 2]}, iters=2, warmup=1, parity_samples=4, wrapper_iters=3,
                         gemm_peak=False, progress=False, build_kwargs={"int8": False}, graph=graph)
     res = run_benchmark(opts)
     assert res["backends"]["tensorrt-fp16"]["status"] == "skipped" or res["machine"]["gpus"]

@@ -111,7 +111,7 @@ def _build_kwargs(args, onnx_only: bool) -> dict:
               threads=args.threads, onnx_only=onnx_only, progress=not args.quiet,
               compose=(composer[0].name, composer[1]) if composer else None)
     if not onnx_only:
-        kw.update(fp16=args.fp16, int8=args.int8, require_engine=args.require_engine,
+        kw.update(fp16=args.fp16, int8=args.int8, int4=args.int4, require_engine=args.require_engine,
                   engine_options={"workspace_gb": args.workspace_gb, "version_compatible": args.version_compatible,
                                   "hardware_compatibility": args.hardware_compatibility,
                                   "refittable": args.refittable, "timing_cache": args.timing_cache})
@@ -202,7 +202,7 @@ def _predict_parser(sub):
     p = sub.add_parser("predict", help="run an artifact on inputs and print the results (e.g. top answers)")
     p.add_argument("path", type=Path)
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8", "int4"])
     p.add_argument("--top-k", type=int, default=5, help="answers to show (>= 1)")
     seen = set()
     for fam in _families():
@@ -240,7 +240,7 @@ def _embed_parser(sub):
                    "(default: L2-normalized rows)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out and its sidecar")
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8", "int4"])
     p.add_argument("--quiet", action="store_true", help="no progress bar (skipped inputs are still reported)")
     p.set_defaults(func=cmd_embed)
 
@@ -254,6 +254,8 @@ def main(argv=None) -> int:
     _add_model_args(p)
     p.add_argument("--fp16", action="store_true", help="also build the fp16 graph and (with TensorRT + GPU) an engine")
     p.add_argument("--int8", action="store_true", help="also build a dynamically quantized int8 graph (CPU)")
+    p.add_argument("--int4", action="store_true", help="also write int4 weight-only graphs (MatMulNBits, CPU) of the "
+                   "graphs a model writes itself (a Llama decoder); load them with precision='int4'")
     p.add_argument("--require-engine", action="store_true", help="fail when the TensorRT engine cannot be built")
     p.add_argument("--workspace-gb", type=float, help="TensorRT workspace memory limit")
     p.add_argument("--version-compatible", action="store_true", help="TensorRT version-compatible engine (loading it "

@@ -351,6 +351,12 @@ def run_benchmark(opts: BenchOptions) -> dict:
         result["artifact"] = {"path": str(path), **build_info}
         ctx = Context(path, opts.threads, opts.graph)
         base = {k: int(opts.base.get(k, r.opt)) for k, r in ctx.axes.items()}
+        foreign = sorted(set(opts.sweep or {}) - set(ctx.axes))
+        if foreign:
+            from vlexport.errors import ConfigError
+
+            raise ConfigError(f"--sizes names axis {foreign} that the '{ctx.graph or 'model'}' graph does not have; "
+                              f"its axes are {sorted(ctx.axes)}")
         result["options"]["base"] = base
         result["model"] = {"source": ctx.artifact.manifest.get("source"), "family": ctx.artifact.family,
                            "architecture": ctx.architecture,
@@ -424,7 +430,9 @@ def run_benchmark(opts: BenchOptions) -> dict:
             for r in timed:
                 lat = stats.latency_summary(times[r.name])
                 p50 = lat["p50_ms"] / 1e3
-                entry = {**lat, "throughput": stats.throughput(sizes["batch"], p50),
+                # examples per call: the batch axis, or the image count of a graph that has none (a vision tower)
+                examples = sizes.get("batch", sizes.get("images", 1))
+                entry = {**lat, "throughput": stats.throughput(examples, p50),
                          "gflops": stats.gflops_per_s(flops, p50)}
                 if peak:
                     entry["pct_peak"] = entry["gflops"] / peak * 100.0

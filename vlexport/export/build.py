@@ -35,6 +35,11 @@ SIMPLIFY_MIN_WINS = 0.8
 # ... and by at least this much per call: sub-millisecond graphs (tiny models) differ by less than the
 # timing noise of a loaded machine, so their choice would flip from build to build
 SIMPLIFY_MIN_GAIN_MS = 0.5
+# an int4 graph against the numpy reference on the same int4-rounded weights differs only by kernel
+# arithmetic: MatMulNBits quantizes activations to int8 at accuracy level 4 (worst row 0.9967 measured on
+# the tiny random VipLlava; a weight-layout bug gives ~0)
+INT4_EXACT_COSINE = 0.99
+INT4_EXACT_SAMPLES = 10  # the numpy reference is slow at full width; the shape grid comes on top
 
 
 @dataclass
@@ -46,6 +51,7 @@ class BuildOptions:
     revision: str | None = None
     fp16: bool = False
     int8: bool = False
+    int4: bool = False  # int4 weight-only MatMuls for the graphs a model writes itself (e.g. a Llama decoder)
     axes: dict[str, AxisRange] = field(default_factory=dict)
     options: dict = field(default_factory=dict)  # the family's build options (e.g. with_alignment)
     simplify: bool = True
@@ -133,7 +139,7 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
 
     # stages per graph: export, simplify, fp32 validation (+ fp16 conversion, fp16 validation, engine,
     # int8); the graph count is known after loading, one graph is assumed until then
-    per_graph = 3 + (not opts.onnx_only) * (2 * opts.fp16 + opts.int8 + opts.fp16)
+    per_graph = 3 + (not opts.onnx_only) * (2 * opts.fp16 + opts.int8 + opts.fp16 + 2 * opts.int4)
     st = Stages(1 + per_graph, opts.progress)
     t0 = time.perf_counter()
     with st.stage(f"Loading {opts.model}" + (" (random weights)" if opts.random_weights else "")):
@@ -146,7 +152,9 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
         processor = loaded.processor or family.load_processor(loaded.model_dir, loaded.weights, loaded.config)
     precisions = not opts.onnx_only
     st.total = 1 + len(spec.graphs) * per_graph
-    st.note(f"{loaded.architecture} ({spec.task}), {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M "
+    count = getattr(loaded.model, "num_parameters", None)  # a model may hold some weights outside PyTorch
+    count = count() if count else sum(p.numel() for p in loaded.model.parameters())
+    st.note(f"{loaded.architecture} ({spec.task}), {count / 1e6:.1f}M "
             f"parameters; graphs {', '.join(g.name for g in spec.graphs)}; axes "
             + ", ".join(f"{k} {r.min}..{r.max}" for k, r in spec.axes.items()))
     if getattr(processor, "vocab_size", None) not in (None, getattr(loaded.config, "vocab_size", None)):
@@ -171,21 +179,34 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
         scratch = Path(scratch)
         for graph in spec.graphs:
             entry, axes, stem = manifest["graphs"][graph.name], spec.axes_for(graph), graph.file_stem
-            with st.stage(f"Exporting '{graph.name}' to ONNX"):
-                from vlexport.export.onnx_export import export_onnx
+            module = modules[graph.name]
+            written = hasattr(module, "write_onnx")  # a graph the model writes itself (e.g. layer by layer)
+            if getattr(module, "streamed", False):  # too large for PyTorch here: written once, in int4
+                _build_streamed(graph, module, stage, manifest, opts, st)
+                continue
+            with st.stage(f"Exporting '{graph.name}' to ONNX" + (" (written by the model, not traced)" if written else "")):
+                from vlexport.export.onnx_export import export_onnx, name_output_axes, trace_sizes
 
                 # each candidate lives in its own folder under the final name, so keeping one is a move
                 raw = scratch / graph.name / "raw" / f"{stem}.onnx"
                 raw.parent.mkdir(parents=True)
-                facts = export_onnx(modules[graph.name], graph, axes, raw)
+                if written:
+                    facts = {**module.write_onnx(raw), "trace_sizes": trace_sizes(
+                        {k: r for k, r in axes.items() if k in graph.axes_used()})}
+                    name_output_axes(raw, graph)
+                else:
+                    facts = export_onnx(module, graph, axes, raw)
             entry["trace_sizes"] = facts["trace_sizes"]
-            manifest.update(opset=facts["opset"], exporter=facts["exporter"])
+            entry["exporter"] = facts["exporter"]
+            manifest.update(opset=facts.get("opset", manifest.get("opset")), exporter=facts["exporter"])
 
             with st.stage(f"Simplifying '{graph.name}' (kept only when clearly faster on ONNX Runtime)"):
                 from vlexport.export.simplify import simplify
 
                 chosen, simp = raw, {"tool": "none", "message": "disabled (--no-simplify)", "kept": "raw"}
-                if opts.simplify:
+                if written:
+                    simp["message"] = "not simplified: a written graph (already in its final form)"
+                elif opts.simplify:
                     simplified = scratch / graph.name / "simplified" / f"{stem}.onnx"
                     simplified.parent.mkdir(parents=True)
                     tool, message = simplify(raw, simplified)
@@ -221,11 +242,13 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
             entry["validation"]["fp32"] = rep
             st.note(f"{rep['shapes']} shapes, worst max-abs error " +
                     ", ".join(f"{k} {v['max_abs_err']:.2e}" for k, v in rep["worst"].items()))
+            if opts.int4 and precisions and written:  # while the model (the int4 reference's weights) is alive
+                _int4_graph(graph, module, stage, manifest, axes, runners[graph.name], opts, st)
         modules = loaded.model = None  # the reference is no longer needed: free its weights
         gc.collect()
 
         if precisions:
-            for graph in spec.graphs:
+            for graph in (g for g in spec.graphs if g.name in runners):  # streamed graphs have no fp32 graph
                 _reduced_precisions(graph, spec, manifest, stage, runners[graph.name], opts, st)
 
         (stage / "config.json").write_text(json.dumps(manifest["config"], indent=2) + "\n")
@@ -253,6 +276,71 @@ def compose_model(opts: BuildOptions):
     name, values = opts.compose
     _, _, load = families.get(name).compose.load()(values, opts.random_weights, opts.revision)
     return load()
+
+
+def _int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: BuildOptions, st: Stages):
+    """The int4 weight-only graph of a written graph, validated twice: against the model's numpy reference on
+    the same int4-rounded weights (the graph itself: gated tight), and against the fp32 graph (the quantization
+    error: gated like int8 on checkpoint weights; reported on random weights, whose quantization error says
+    nothing about a trained model's)."""
+    from vlexport.export.validate import int8_gate, precision_cases, validate_precision
+
+    entry, stem = manifest["graphs"][graph.name], graph.file_stem
+    seen = entry["trace_sizes"]
+    with st.stage(f"Writing '{graph.name}' with int4 weight-only MatMuls (MatMulNBits)"):
+        facts = module.write_onnx(stage / f"{stem}.int4.onnx", quant="int4")
+    entry["onnx"]["int4"] = onnx_entry(stage, f"{stem}.int4.onnx", **_scalar_facts(facts))
+    int4 = _runner(stage / f"{stem}.int4.onnx", opts.threads)
+    n, n_exact = (len(precision_cases(axes, k, seen)) for k in (opts.int8_samples, INT4_EXACT_SAMPLES))
+    with st.stage(f"Validating '{graph.name}' int4 against its int4-rounded reference on {n_exact} inputs and "
+                  f"against fp32 on {n}", steps=n + n_exact) as adv:
+        exact = validate_precision(module.numpy_reference(quantized=True), int4, graph, axes,
+                                   f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
+                                   n_samples=INT4_EXACT_SAMPLES, seen=seen, progress=adv, min_cosine=INT4_EXACT_COSINE,
+                                   min_top1=None)
+        gate = int8_gate(manifest["source"]["weights"])
+        if gate["min_top1"] is None:  # random weights: report only
+            gate = {"min_cosine": -1.0, "min_top1": None, "min_top5": None}
+        rep = validate_precision(fp32, int4, graph, axes, f"the int4 '{graph.name}' graph", n_samples=opts.int8_samples,
+                                 seen=seen, progress=adv, **gate)
+    rep["rounded_reference"] = {k: exact[k] for k in ("min_cosine", "cases", "passed")}
+    entry["validation"]["int4"] = rep
+    st.note(f"int4 vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
+            + _precision_note("quantization error (int4 vs fp32)", rep))
+
+
+def _build_streamed(graph, module, stage: Path, manifest: dict, opts: BuildOptions, st: Stages):
+    """A graph whose weights never fit in PyTorch here (a 7B decoder: 27 GB in fp32): the model writes it
+    layer by layer with int4 weight-only MatMuls, streaming its weights, and it is validated on a few
+    small shapes against the model's numpy reference (which streams the same weights)."""
+    from vlexport.export.onnx_export import name_output_axes
+    from vlexport.export.validate import validate_streamed
+
+    entry, stem = manifest["graphs"][graph.name], graph.file_stem
+    with st.stage(f"Writing '{graph.name}' layer by layer with int4 weight-only MatMuls (weights streamed)"):
+        facts = module.write_onnx(stage / f"{stem}.int4.onnx", quant="int4")
+        name_output_axes(stage / f"{stem}.int4.onnx", graph)
+    entry["onnx"]["int4"] = onnx_entry(stage, f"{stem}.int4.onnx", **_scalar_facts(facts))
+    entry["exporter"], entry["trace_sizes"] = facts["exporter"], {}
+    entry["streamed"] = True
+    int4 = _runner(stage / f"{stem}.int4.onnx", opts.threads)
+    with st.stage(f"Validating '{graph.name}' int4 against the numpy reference on a few small shapes"):
+        exact = validate_streamed(module.numpy_reference(quantized=True), int4, graph,
+                                  f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
+                                  min_cosine=INT4_EXACT_COSINE)
+        checkpoint = manifest["source"]["weights"] == "checkpoint"  # random weights: quantization error reported
+        rep = validate_streamed(module.numpy_reference(), int4, graph, f"the int4 '{graph.name}' graph",
+                                min_cosine=graph.int8_cosine if checkpoint else -1.0)
+    rep["rounded_reference"] = {k: exact[k] for k in ("min_cosine", "cases", "passed")}
+    entry["validation"]["int4"] = rep
+    st.note(f"int4 vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
+            + _precision_note("quantization error (int4 vs fp32 weights)", rep))
+    st.total -= 2  # no simplify, no fp32 validation for this graph
+
+
+def _scalar_facts(facts: dict) -> dict:
+    """A writer's facts that belong in the manifest's graph entry (plain values only)."""
+    return {k: v for k, v in (facts or {}).items() if isinstance(v, (str, int, float, bool)) and k != "file"}
 
 
 def _simplify_note(simp: dict) -> str:

@@ -19,7 +19,7 @@ def _parse(requested):
     out = []
     for r in requested or ():
         backend, _, precision = r.partition(":")
-        if backend not in KNOWN or (precision and precision not in ("fp32", "fp16", "int8")):
+        if backend not in KNOWN or (precision and precision not in ("fp32", "fp16", "int8", "int4")):
             raise ConfigError(f"unknown check '{r}'; use torch, onnxruntime[:fp16|:int8] or tensorrt[:fp16]")
         out.append((backend, precision or None))
     return out
@@ -94,10 +94,13 @@ def validate_artifact(path, backends=None, reference: str | None = None, progres
                         art.graph_entry(g).get("trace_sizes", {})))
                 else:
                     cand = vlexport.load(art.path, backend=backend, precision=precision)
-                    def kw(g):  # the build's gates: int8 with the graph's own cosine threshold
-                        if precision != "int8":
+                    def kw(g):  # the build's gates: int8 with the graph's own cosine threshold; int4 as int8
+                        if precision not in ("int8", "int4"):  # for checkpoints, reported for random weights
                             return {}
-                        return dict(n_samples=200, **{**int8_gate(weights), "min_cosine": spec.graph(g).int8_cosine})
+                        gate = {**int8_gate(weights), "min_cosine": spec.graph(g).int8_cosine}
+                        if precision == "int4" and gate["min_top1"] is None:
+                            gate = {"min_cosine": -1.0, "min_top1": None, "min_top5": None}
+                        return dict(n_samples=200, **gate)
 
                     results[label] = _per_graph(spec, art, lambda g, a: validate_precision(
                         fp32.backends[g].run, cand.backends[g].run, spec.graph(g), a, f"{backend} {precision} '{g}'",

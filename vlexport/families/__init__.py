@@ -28,6 +28,7 @@ BUILTIN = {
     "vilt": "vlexport.families.vilt",
     "vision_text_dual_encoder": "vlexport.families.vision_text_dual_encoder",
     "vision_encoder_decoder": "vlexport.families.vision_encoder_decoder",
+    "vip_llava": "vlexport.families.vip_llava",
 }
 
 

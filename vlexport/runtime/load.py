@@ -16,7 +16,7 @@ from vlexport.runtime.backends import backend_class
 from vlexport.runtime.pipelines import pipeline_class
 
 log = logging.getLogger("vlexport")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
 
 
 def _auto(artifact: Artifact, graph: str, precision: str) -> tuple[str, str]:
@@ -38,7 +38,8 @@ def load(path, backend: str = "auto", precision: str = "fp32", verify: bool = Tr
          allow_engine_host_code: bool = False, **options):
     """Load a built artifact folder as its pipeline (see vlexport.runtime.pipelines).
 
-    backend: "auto" | "onnxruntime" | "tensorrt" | "torch"; precision: "fp32" | "fp16" | "int8".
+    backend: "auto" | "onnxruntime" | "tensorrt" | "torch"; precision: "fp32" | "fp16" | "int8" | "int4"
+    ("int4": the weight-only int4 graphs where the artifact has them, e.g. a Llama decoder; fp32 for the rest).
     allow_engine_host_code: run version-compatible TensorRT engines, which embed host code; only for
     artifacts you trust (off by default; a manifest can never turn it on).
     options: backend options (intra_op_num_threads, allow_spinning, providers, output_device, reference).
@@ -52,18 +53,25 @@ def load(path, backend: str = "auto", precision: str = "fp32", verify: bool = Tr
     backends, reasons = {}, []
     try:
         for graph in artifact.graph_names:
-            name, why = (_auto(artifact, graph, precision) if backend == "auto" else (backend, "asked for"))
+            prec, have = precision, artifact.precisions(graph)
+            if precision == "int4" and "int4" not in have:
+                prec = "fp32"  # int4 is weight-only for the big MatMuls of written graphs; the rest stays fp32
+            elif precision not in have and have == ["int4"]:
+                prec = "int4"  # a graph too large for fp32 here (a streamed 7B decoder) exists only in int4
+            name, why = (_auto(artifact, graph, prec) if backend == "auto" else (backend, "asked for"))
             impl = backend_class(name)
             kw = dict(options)
             if name == "tensorrt":
                 kw["allow_engine_host_code"] = allow_engine_host_code
             try:
-                backends[graph] = impl(artifact, graph, precision, **kw)
+                backends[graph] = impl(artifact, graph, prec, **kw)
             except VlexportError as exc:
                 if backend != "auto" or name != "tensorrt":
                     raise
                 why = f"the TensorRT engine could not be loaded ({exc}); using ONNX Runtime"
-                backends[graph] = backend_class("onnxruntime")(artifact, graph, precision, **options)
+                backends[graph] = backend_class("onnxruntime")(artifact, graph, prec, **options)
+            if prec != precision:
+                why += f" ({prec}: the artifact has no {precision} graph for it)"
             reasons.append(why if len(artifact.graph_names) == 1 else f"{graph}: {why}")
     except BaseException:
         for b in backends.values():

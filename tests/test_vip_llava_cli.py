@@ -1,0 +1,67 @@
+"""`vlexport build` + `vlexport predict` for VipLlava artifacts (the tiny built-in one): the streamed
+answer to a question about a photo with a drawn visual prompt, beam search, and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+import vlexport
+from vlexport.cli import main
+
+skdata = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("vipllava")
+    assert main(["build", "--model", "tiny-vipllava", "--out", str(root / "art"), "--quiet"]) == 0
+    photo = root / "chelsea.jpg"
+    Image.fromarray(skdata.chelsea()).save(photo)
+    return root / "art", str(photo)
+
+
+def test_predict_streams_the_answer_to_a_drawn_box(tiny, capsys):
+    out, photo = tiny
+    want = vlexport.load(out).chat(photo, "What is inside the red box?", draw="box:40,40,200,180", max_new_tokens=6)
+    capsys.readouterr()
+    assert main(["predict", str(out), "--image", photo, "--text", "What is inside the red box?",
+                 "--draw", "box:40,40,200,180", "--max-new-tokens", "6"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.split("\r")[-1].strip() == want
+    # the drawing matters: the boxed photo gives other image features than the bare one
+    from PIL import Image
+
+    from vlexport.families.vip_llava.draw import draw_visual_prompt
+
+    model = vlexport.load(out)
+    bare, boxed = (model.get_image_features(model.processor(text="<image>", images=im)["pixel_values"])
+                   for im in (photo, draw_visual_prompt(Image.open(photo), "box:40,40,200,180")))
+    assert abs(bare - boxed).max() > 1e-3
+
+
+def test_predict_with_beams_prints_once(tiny, capsys):
+    out, photo = tiny
+    want = vlexport.load(out).chat(photo, "What colour is the cat?", num_beams=2, max_new_tokens=5)
+    capsys.readouterr()
+    assert main(["predict", str(out), "--image", photo, "--text", "What colour is the cat?", "--num-beams", "2",
+                 "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.strip() == want
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--text", "hi"], "--image is required"),
+    (["--image", "PHOTO"], "--text is required"),
+    (["--image", "PHOTO", "--text", "hi", "--draw", "triangle:1,2,3,4"], "triangle"),
+    (["--image", "PHOTO", "--text", "hi", "--draw", "box:1,2,3"], "box"),
+    (["--image", "PHOTO", "--text", "hi", "--max-new-tokens", "100000"], "KV cache"),
+    (["--image", "PHOTO", "--text", "no placeholder", "--raw-prompt"], "<image>"),
+    (["--image", "missing.jpg", "--text", "hi"], "missing.jpg"),
+])
+def test_bad_predict_arguments_are_one_line(tiny, capsys, args, needle):
+    out, photo = tiny
+    args = [photo if a == "PHOTO" else a for a in args]
+    assert main(["predict", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,97 @@
+"""Export description of VipLlava (plain data; no torch): graphs "vision", "embed" and "decoder".
+
+    vision:  pixel_values (images, 3, S, S) -> image_features (images, patches, H)
+    embed:   input_ids (batch, text) -> inputs_embeds (batch, text, H)
+    decoder: inputs_embeds (batch, text, H), attention_mask / position_ids (batch, text),
+             cache_mask (batch, past), past_key.{i} / past_value.{i} (batch, kv_heads, past, head)
+             -> logits (batch, text, vocab), new_key.{i} / new_value.{i} (batch, kv_heads, text, head)
+
+"past" is the cache's capacity (the runtime allocates it once per generate() call: prompt + new
+tokens; cache_mask marks the filled slots), "text" the tokens of one call: the whole prompt (576
+image tokens per image included) in the first, one token per step after it. One cache input per
+layer, so the runtime hands ORT views of its buffers without copying the cache every step.
+In the fp16 graphs the cache tensors are float16 at the graph boundary (GraphSpec.fp16_io).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlexport.errors import ConfigError, UnknownModelError
+from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec, merge_axes
+
+FAMILY = "vip_llava"
+TASKS = {"VipLlavaForConditionalGeneration": "image-text-to-text"}
+
+
+def default_axes(config) -> dict[str, AxisRange]:
+    n_pos, N = config.text_config.max_position_embeddings, config.image_seq_length
+    text = min(n_pos, N + 256)  # one image and a question, in the first call
+    past = min(n_pos, N + 512)  # ... and the answer
+    return {"images": AxisRange(1, 1, 8), "batch": AxisRange(1, 1, 8), "text": AxisRange(1, min(N + 32, text), text),
+            "past": AxisRange(1, min(N + 64, past), past)}
+
+
+def cache_names(layers: int, kind: str) -> list[str]:
+    """past_key.0, past_value.0, past_key.1, ... (kind "past") or new_key.0, ... (kind "new")."""
+    return [f"{kind}_{kv}.{i}" for i in range(layers) for kv in ("key", "value")]
+
+
+def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
+    if architecture not in TASKS:
+        raise UnknownModelError(f"unknown VipLlava architecture '{architecture}'; known: {sorted(TASKS)}")
+    v, t = config.vision_config, config.text_config
+    H, V, L = t.hidden_size, t.vocab_size, t.num_hidden_layers
+    S, N = v.image_size, config.image_seq_length
+    vision = GraphSpec(
+        "vision",
+        [InputSpec("pixel_values", ("images", v.num_channels, S, S), dtype="float32",
+                   doc="CLIP-normalized images (the processor resizes and crops to image_size)")],
+        [OutputSpec("image_features", ("images", N, H))],
+        make_inputs=lambda sizes, rng, pad=True: {"pixel_values": rng.uniform(
+            -1.8, 2.1, size=(sizes["images"], v.num_channels, S, S)).astype(np.float32)})
+    embed = GraphSpec(
+        "embed",
+        [InputSpec("input_ids", ("batch", "text"), dtype="int64", low=0, high=V, doc="token ids")],
+        [OutputSpec("inputs_embeds", ("batch", "text", H))],
+        make_inputs=lambda sizes, rng, pad=True: {"input_ids": rng.integers(
+            0, V, size=(sizes["batch"], sizes["text"]), dtype=np.int64)})
+    cache = ("batch", t.kv_heads, "past", t.head_size)
+    new = ("batch", t.kv_heads, "text", t.head_size)
+    ids = dict(dtype="int64")
+    decoder = GraphSpec(
+        "decoder",
+        [InputSpec("inputs_embeds", ("batch", "text", H), dtype="float32", doc="the new tokens' embeddings"),
+         InputSpec("attention_mask", ("batch", "text"), low=0, high=2, doc="1 for real new tokens, 0 for padding",
+                   **ids),
+         InputSpec("position_ids", ("batch", "text"), low=0, high=t.max_position_embeddings, **ids),
+         InputSpec("cache_mask", ("batch", "past"), low=0, high=2, doc="1 for the filled cache slots", **ids),
+         *[InputSpec(n, cache, dtype="float32") for n in cache_names(L, "past")]],
+        [OutputSpec("logits", ("batch", "text", V), classes=True), *[OutputSpec(n, new) for n in cache_names(L, "new")]],
+        make_inputs=lambda sizes, rng, pad=True: _decoder_inputs(t, sizes, rng, pad),
+        fp16_io=tuple(cache_names(L, "past") + cache_names(L, "new")))
+    ranges = merge_axes(default_axes(config), axes, architecture)
+    if ranges["past"].max > t.max_position_embeddings:
+        raise ConfigError(f"a cache of {ranges['past'].max} positions was asked for; the decoder has "
+                          f"{t.max_position_embeddings} (max_position_embeddings)")
+    return ModelSpec(family=FAMILY, architecture=architecture, task=TASKS[architecture],
+                     graphs=[vision, embed, decoder], axes=ranges, pipeline="chat")
+
+
+def _decoder_inputs(t, sizes, rng, pad):
+    """A generation call: the first k cache slots filled (k random), then the new tokens (the first rows
+    left-padded when `pad`), positions counting the real tokens."""
+    B, T, P = sizes["batch"], sizes["text"], sizes["past"]
+    filled = rng.integers(0, P + 1, size=B) if pad else np.full(B, P)
+    cache_mask = (np.arange(P) < filled[:, None]).astype(np.int64)
+    lead = rng.integers(0, T, size=B) if pad else np.zeros(B, np.int64)  # left padding of the new tokens
+    lead[0] = 0  # one row unpadded
+    attention_mask = (np.arange(T)[None] >= lead[:, None]).astype(np.int64)
+    positions = filled[:, None] + np.cumsum(attention_mask, axis=1) - 1
+    positions = np.clip(np.where(attention_mask == 1, positions, 0), 0, t.max_position_embeddings - 1)
+    feeds = {"inputs_embeds": rng.normal(0, 1, size=(B, T, t.hidden_size)).astype(np.float32),
+             "attention_mask": attention_mask, "position_ids": positions.astype(np.int64), "cache_mask": cache_mask}
+    shape = (B, t.kv_heads, P, t.head_size)
+    for name in cache_names(t.num_hidden_layers, "past"):
+        feeds[name] = (rng.normal(0, 1, size=shape) * cache_mask[:, None, :, None]).astype(np.float32)
+    return feeds
