@@ -173,3 +173,22 @@ def test_streamed_decoder_is_written_in_int4_only(tmp_path, monkeypatch):
     ids, mask = prompts(2, rng, n_image=4)
     new = model.generate(input_ids=ids, attention_mask=mask, pixel_values=images(2, rng), max_new_tokens=4)
     assert new.shape[1] > ids.shape[1]
+
+
+def test_tensorrt_profiles_cover_every_graph_input(tiny_int4):
+    """The profiles a TensorRT build would use (computed without TensorRT): every input of every graph, the
+    per-layer cache inputs over the whole "past" range, the vision graph over "images"."""
+    import json
+
+    from vlexport.tensorrt.profiles import profiles_from_manifest
+
+    m = json.loads((tiny_int4 / "manifest.json").read_text())
+    past, images = m["axes"]["past"], m["axes"]["images"]
+    for graph, entry in m["graphs"].items():
+        profiles = profiles_from_manifest(m, graph)
+        assert profiles and all(list(p) == [i["name"] for i in entry["inputs"]] for p in profiles)
+        if graph == "decoder":  # (min, opt, max) shapes; dim 2 of a cache input is "past"
+            assert min(p["past_key.0"][0][2] for p in profiles) == past[0]
+            assert max(p["past_value.1"][2][2] for p in profiles) == past[2]
+        if graph == "vision":
+            assert max(p["pixel_values"][2][0] for p in profiles) == images[2]

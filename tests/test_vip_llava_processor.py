@@ -460,3 +460,21 @@ def test_return_tensors_none_and_pt():
     torch = pytest.importorskip("torch")
     pt = p(text=["<image> a", "b"], images=im, return_tensors="pt")
     assert pt["input_ids"].dtype == torch.int64 and pt["pixel_values"].dtype == torch.float32
+
+
+def test_random_weights_build_has_an_image_only_processor(tmp_path):
+    """--random-weights builds carry no Llama-2 vocabulary: images still work, text says what is missing."""
+    from vlexport import families
+    from vlexport.errors import ConfigError
+
+    proc = families.get("vip_llava").load_processor(None, "random")
+    out = proc(images=np.zeros((40, 50, 3), np.uint8))
+    assert out["pixel_values"].shape == (1, 3, 336, 336)
+    for call in (lambda: proc(text="<image>\nhi", images=np.zeros((4, 4, 3), np.uint8)), lambda: proc.prompt("hi"),
+                 lambda: proc.batch_decode([[1, 2]])):
+        with pytest.raises(ConfigError, match="no tokenizer.json"):
+            call()
+    proc.save_pretrained(tmp_path)
+    again = families.get("vip_llava").load_processor(tmp_path, "artifact")
+    assert again.tokenizer is None and np.array_equal(again(images=np.zeros((40, 50, 3), np.uint8))["pixel_values"],
+                                                      out["pixel_values"])

@@ -182,14 +182,20 @@ def quantize_nbits(w: np.ndarray, bits: int = 4, block_size: int = 32, symmetric
     N, K = w.shape
     blocks = -(-K // block_size)
     per_byte = 8 // bits
-    b = transposed(w)  # (K, N) row-major, as the helper wants
-    if blocks * block_size != K:  # the helper reads whole blocks: pad K with zeros (ORT's quantizer does too)
-        b = np.pad(b, ((0, blocks * block_size - K), (0, 0)))
-    packed = np.zeros((N, blocks, block_size // per_byte), dtype=np.uint8)
-    scales = np.zeros((N, blocks), dtype=np.float32)
-    zero_points = np.zeros((N, -(-blocks // per_byte)), dtype=np.uint8)
     helper = {4: quantize_matmul_4bits, 8: quantize_matmul_8bits}[bits]
-    helper(packed, b, scales, zero_points, block_size, N, K, symmetric)
+    parts = []
+    # output columns are independent: pack 4096 at a time, so the transposed copy stays small
+    # (lm_head at 7B would be another 0.5 GB in one piece)
+    for r in range(0, N, 4096):
+        n = min(4096, N - r)
+        b = transposed(w[r:r + n])  # (K, n) row-major, as the helper wants
+        if blocks * block_size != K:  # the helper reads whole blocks: pad K with zeros (ORT's quantizer does too)
+            b = np.pad(b, ((0, blocks * block_size - K), (0, 0)))
+        part = (np.zeros((n, blocks, block_size // per_byte), dtype=np.uint8), np.zeros((n, blocks), dtype=np.float32),
+                np.zeros((n, -(-blocks // per_byte)), dtype=np.uint8))
+        helper(part[0], b, part[1], part[2], block_size, n, K, symmetric)
+        parts.append(part)
+    packed, scales, zero_points = (np.concatenate([p[j] for p in parts]) for j in range(3))
     return packed, scales, (None if symmetric else zero_points)
 
 
@@ -302,9 +308,11 @@ def reference_decoder(config: dict, weights, inv_freq: np.ndarray, feeds: dict) 
 
         x = _rms_norm(h, w["post_attention_layernorm.weight"], dims.eps)
         gate = linear(x, "mlp.gate_proj")
-        h = h + linear(gate / (1 + np.exp(-gate)) * linear(x, "mlp.up_proj"), "mlp.down_proj")
+        with np.errstate(over="ignore"):  # exp(-gate) -> inf for gate << 0: silu is then exactly 0
+            silu = gate / (1 + np.exp(-gate))
+        h = h + linear(silu * linear(x, "mlp.up_proj"), "mlp.down_proj")
         w.clear()  # one layer's weights in memory at a time
 
-    h = _rms_norm(h, fetch(weights, "model.norm.weight", dims), dims.eps)
+    h = _rms_norm(h[:, -1:], fetch(weights, "model.norm.weight", dims), dims.eps)  # the last position's logits
     out["logits"] = h @ fetch(weights, "lm_head.weight", dims).T
     return out

@@ -13,7 +13,7 @@ T = 1). Inputs and outputs, with dynamic dims "batch", "text" and "past":
     past_key.{i}    float32 (batch, kv_heads, past, head_dim)  cache buffers (keys after RoPE)
     past_value.{i}  (same shape)                               unfilled slots arbitrary (masked)
     ->
-    logits          float32 (batch, text, vocab)
+    logits          float32 (batch, 1, vocab): the last position's (what a generation step needs)
     new_key.{i}     float32 (batch, kv_heads, text, head_dim)  the new tokens' keys (after RoPE)
     new_value.{i}   (same shape)                               the runtime writes them into its buffers
 
@@ -264,7 +264,10 @@ def write_llama_decoder(path, config: dict, weights, *, inv_freq: np.ndarray, qu
         h = "inputs_embeds"
         for i in range(dims.layers):
             h = g.layer(i, h, s)
-        g.linear(g.rms_norm(h, "model.norm.weight"), ["lm_head"], out="logits")
+        # logits of the last position only (all a generation step needs; HF's logits_to_keep=1): a prefill
+        # of 600 tokens would otherwise spend a quarter of a 2-layer model's time on the vocabulary matmul
+        last = g.op("Slice", [h, g.const([-1]), g.const([2 ** 62]), g.const([1])])
+        g.linear(g.rms_norm(last, "model.norm.weight"), ["lm_head"], out="logits")
     finally:
         g.data.close()
 
@@ -274,7 +277,7 @@ def write_llama_decoder(path, config: dict, weights, *, inv_freq: np.ndarray, qu
               helper.make_tensor_value_info("attention_mask", i64, ["batch", "text"]),
               helper.make_tensor_value_info("position_ids", i64, ["batch", "text"]),
               helper.make_tensor_value_info("cache_mask", i64, ["batch", "past"])]
-    outputs = [helper.make_tensor_value_info("logits", f32, ["batch", "text", dims.vocab])]
+    outputs = [helper.make_tensor_value_info("logits", f32, ["batch", 1, dims.vocab])]
     for i in range(L):
         inputs += [helper.make_tensor_value_info(f"past_{kv}.{i}", f32, ["batch", kvh, "past", D]) for kv in ("key", "value")]
         outputs += [helper.make_tensor_value_info(f"new_{kv}.{i}", f32, ["batch", kvh, "text", D]) for kv in ("key", "value")]

@@ -20,11 +20,15 @@ from vlexport.families.vip_llava.config import VipLlavaConfig
 
 
 def _processor(folder, weights: str = "checkpoint", config=None):
-    from vlexport.families.vip_llava.processor import VipLlavaProcessor
+    from pathlib import Path
+
+    from vlexport.families.vip_llava.processor import VipLlavaImageProcessorOnly, VipLlavaProcessor
 
     if weights == "tiny":
         v = VipLlavaConfig.from_dict(checkpoints.tiny_config()).vision_config
         return VipLlavaProcessor.tiny(image_size=v.image_size, patch_size=v.patch_size)
+    if folder is None or not (Path(folder) / "tokenizer.json").is_file():  # e.g. a --random-weights build
+        return VipLlavaImageProcessorOnly.from_pretrained(folder)
     return VipLlavaProcessor.from_pretrained(folder, config)
 
 

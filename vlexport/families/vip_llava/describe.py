@@ -4,7 +4,8 @@
     embed:   input_ids (batch, text) -> inputs_embeds (batch, text, H)
     decoder: inputs_embeds (batch, text, H), attention_mask / position_ids (batch, text),
              cache_mask (batch, past), past_key.{i} / past_value.{i} (batch, kv_heads, past, head)
-             -> logits (batch, text, vocab), new_key.{i} / new_value.{i} (batch, kv_heads, text, head)
+             -> logits (batch, 1, vocab) of the last position (all a generation step needs, as HF's
+             logits_to_keep=1), new_key.{i} / new_value.{i} (batch, kv_heads, text, head)
 
 "past" is the cache's capacity (the runtime allocates it once per generate() call: prompt + new
 tokens; cache_mask marks the filled slots), "text" the tokens of one call: the whole prompt (576
@@ -67,7 +68,7 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
          InputSpec("position_ids", ("batch", "text"), low=0, high=t.max_position_embeddings, **ids),
          InputSpec("cache_mask", ("batch", "past"), low=0, high=2, doc="1 for the filled cache slots", **ids),
          *[InputSpec(n, cache, dtype="float32") for n in cache_names(L, "past")]],
-        [OutputSpec("logits", ("batch", "text", V), classes=True), *[OutputSpec(n, new) for n in cache_names(L, "new")]],
+        [OutputSpec("logits", ("batch", 1, V), classes=True), *[OutputSpec(n, new) for n in cache_names(L, "new")]],
         make_inputs=lambda sizes, rng, pad=True: _decoder_inputs(t, sizes, rng, pad),
         fp16_io=tuple(cache_names(L, "past") + cache_names(L, "new")))
     ranges = merge_axes(default_axes(config), axes, architecture)

@@ -141,10 +141,13 @@ class VipLlavaForConditionalGeneration(Pretrained, nn.Module):
         out[mask] = image_features.reshape(-1, image_features.shape[-1]).to(out.dtype)
         return out
 
-    def decode(self, inputs_embeds, attention_mask, position_ids, cache_mask, past_keys, past_values):
+    def decode(self, inputs_embeds, attention_mask, position_ids, cache_mask, past_keys, past_values,
+               last_only: bool = False):
+        """-> logits (B, T, V), or (B, 1, V) for the last position only (the decoder graph's: generation needs
+        no more), and the new keys / values per layer."""
         h, k, v = self.model.language_model.decode(inputs_embeds, attention_mask, position_ids, cache_mask,
                                                    past_keys, past_values)
-        return self.lm_head(h), k, v
+        return self.lm_head(h[:, -1:] if last_only else h), k, v
 
     def forward(self, input_ids, pixel_values=None, attention_mask=None, position_ids=None, **extra):
         """HF's forward without a cache: logits (B, T, V) for every position."""
@@ -200,7 +203,8 @@ class _DecoderGraph(nn.Module):
     def forward(self, inputs_embeds, attention_mask, position_ids, cache_mask, **cache):
         past_k = [cache[f"past_key.{i}"] for i in range(self.layers)]
         past_v = [cache[f"past_value.{i}"] for i in range(self.layers)]
-        logits, k, v = self.model.decode(inputs_embeds, attention_mask, position_ids, cache_mask, past_k, past_v)
+        logits, k, v = self.model.decode(inputs_embeds, attention_mask, position_ids, cache_mask, past_k, past_v,
+                                         last_only=True)
         out = {"logits": logits}
         for i in range(self.layers):
             out[f"new_key.{i}"], out[f"new_value.{i}"] = k[i], v[i]

@@ -50,6 +50,7 @@ import numpy as np
 
 from vlexport.errors import ArtifactError, ConfigError, InputError
 from vlexport.outputs import ModelOutput
+from vlexport.families.vip_llava.tokenizer import TOKENIZER_OPTIONS, config_value, load_tokenizer, read_json
 from vlexport.processing import vit_images
 
 PROMPT = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
@@ -66,13 +67,6 @@ VIP_LLAVA_IMAGE_CONFIG = {
     "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(vit_images.OPENAI_CLIP[0]),
     "image_std": list(vit_images.OPENAI_CLIP[1]), "do_convert_rgb": True}
 
-# model types for which transformers 5's AutoTokenizer ignores the hub's tokenizer_class and loads the
-# tokenizer.json as it is (TokenizersBackend): MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS
-_AS_IS_MODEL_TYPES = ("vipllava", "llava", "llava_next")
-_LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast")
-_LLAMA_DEFAULTS = (("unk_token", "<unk>"), ("bos_token", "<s>"), ("eos_token", "</s>"))
-# tokenizer_config.json options this module reads (and writes back)
-_OPTIONS = ("legacy", "add_prefix_space", "add_bos_token", "add_eos_token")
 _PADDING = {True: "longest", "longest": "longest", "max_length": "max_length", False: "do_not_pad",
             "do_not_pad": "do_not_pad", None: "do_not_pad"}
 
@@ -91,96 +85,6 @@ def tiny_token_ids() -> dict:
     return {"vocab_size": tok.get_vocab_size(with_added_tokens=True),
             "image_token_index": tok.token_to_id(IMAGE_TOKEN), "pad_token_id": tok.token_to_id("<pad>"),
             "bos_token_id": tok.token_to_id("<s>"), "eos_token_id": tok.token_to_id("</s>")}
-
-
-# ------------------------------------------------------------------------------------ loading
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ArtifactError(f"'{path}' is not readable JSON ({what}): {exc}") from None
-    if not isinstance(data, dict):
-        raise ArtifactError(f"'{path}' must hold a JSON object ({what}); it holds a {type(data).__name__}")
-    return data
-
-
-def _model_type(folder: Path, config) -> str | None:
-    """The folder's config.json model_type, else the config object's (a vlexport or HF config, or a dict)."""
-    if (folder / "config.json").is_file():
-        mt = _read_json(folder / "config.json", "model config").get("model_type")
-        if mt is not None:
-            return mt
-    if isinstance(config, dict):
-        return config.get("model_type")
-    return getattr(config, "model_type", None) or getattr(config, "MODEL_TYPE", None)
-
-
-def _config_value(config, name):
-    return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
-
-
-def _rebuild_llama(tok, options: dict) -> None:
-    """transformers 5's LlamaTokenizer.__init__ pipeline, on a loaded tokenizers.Tokenizer."""
-    from tokenizers import decoders, pre_tokenizers
-
-    if type(tok.model).__name__ != "BPE":
-        raise ConfigError(f"tokenizer_config.json names LlamaTokenizer, a BPE tokenizer, but tokenizer.json holds a "
-                          f"{type(tok.model).__name__} model")
-    prefix = options.get("add_prefix_space")
-    prefix = True if prefix is None else bool(prefix)
-    scheme = ("always" if options.get("legacy") else "first") if prefix else "never"
-    # HF builds BPE(vocab, merges, fuse_unk=True, byte_fallback=True, dropout=None): no unk token
-    for key, value in (("fuse_unk", True), ("byte_fallback", True), ("dropout", None), ("unk_token", None),
-                       ("continuing_subword_prefix", None), ("end_of_word_suffix", None), ("ignore_merges", False)):
-        setattr(tok.model, key, value)
-    tok.normalizer = None
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
-    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
-    if prefix:
-        steps.append(decoders.Strip(content=" ", left=1, right=0))
-    tok.decoder = decoders.Sequence(steps)
-
-
-def _update_post_processor(tp, add_bos: bool, add_eos: bool) -> None:
-    """TokenizersBackend.update_post_processor: "<s> $A </s>" as the two flags say."""
-    from tokenizers import processors
-
-    bos, eos = tp.bos_token, tp.eos_token
-    add_bos, add_eos = bool(add_bos) and bos is not None, bool(add_eos) and eos is not None
-    single = f"{(bos + ':0 ') if add_bos else ''}$A:0{(' ' + eos + ':0') if add_eos else ''}"
-    pair = f"{single}{(' ' + bos + ':1') if add_bos else ''} $B:1{(' ' + eos + ':1') if add_eos else ''}"
-    specials = ([(bos, tp.bos_token_id)] if add_bos else []) + ([(eos, tp.eos_token_id)] if add_eos else [])
-    tp.tokenizer.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)
-
-
-def load_tokenizer(folder, config=None):
-    """(TextProcessor, the tokenizer_config.json options kept for saving, the class transformers 5 uses)
-    for a folder's tokenizer.json, as transformers 5.23's AutoTokenizer loads it for a VipLlava model
-    (see the module docstring)."""
-    from vlexport.processing.text import TextProcessor
-    from vlexport.processing.tokenizer_classes import _known_class
-
-    folder = Path(folder)
-    cfg_path, map_path = folder / "tokenizer_config.json", folder / "special_tokens_map.json"
-    cfg = _read_json(cfg_path, "tokenizer config") if cfg_path.is_file() else {}
-    name = cfg.get("tokenizer_class")
-    as_is = _model_type(folder, config) in _AS_IS_MODEL_TYPES
-    llama = not as_is and isinstance(name, str) and name in _LLAMA_CLASSES
-    kwargs = {}
-    if llama:  # LlamaTokenizer's defaults, where neither file names the token
-        smap = (_read_json(map_path, "special tokens map")
-                if map_path.is_file() and "added_tokens_decoder" not in cfg else {})
-        kwargs = {k: v for k, v in _LLAMA_DEFAULTS if k not in cfg and k not in smap}
-    tp = TextProcessor.from_pretrained(folder, **kwargs)
-    if llama:
-        _rebuild_llama(tp.tokenizer, cfg)
-    if as_is or _known_class(name) is None:  # TokenizersBackend's rule (known classes build their own)
-        if "add_bos_token" in cfg or "add_eos_token" in cfg or tp.tokenizer.post_processor is None:
-            _update_post_processor(tp, cfg.get("add_bos_token", False), cfg.get("add_eos_token", False))
-    hf_class = "LlamaTokenizer" if llama else "TokenizersBackend" if as_is or name is None else name
-    tp.tokenizer_class = hf_class
-    return tp, {k: cfg[k] for k in _OPTIONS if k in cfg}, hf_class
 
 
 def _image_processor(folder: Path, processor_config: dict):
@@ -257,7 +161,7 @@ class VipLlavaProcessor:
             crop = getattr(image_processor, "crop_size", None)
             if getattr(image_processor, "do_center_crop", False) and crop:
                 self.tokens_per_image(crop["height"], crop["width"])  # a ConfigError now, not at the first call
-        self.tokenizer_options = {k: v for k, v in (tokenizer_options or {}).items() if k in _OPTIONS}
+        self.tokenizer_options = {k: v for k, v in (tokenizer_options or {}).items() if k in TOKENIZER_OPTIONS}
         self.padding_side = padding_side
 
     # ------------------------------------------------------------------------- construction
@@ -273,11 +177,11 @@ class VipLlavaProcessor:
             raise ArtifactError(f"VipLlavaProcessor.from_pretrained: '{folder}' is not a folder; expected a model or "
                                 f"artifact folder with a tokenizer.json")
         folder = Path(folder)
-        pc = _read_json(folder / PROCESSOR_CONFIG, "processor config") if (folder / PROCESSOR_CONFIG).is_file() else {}
+        pc = read_json(folder / PROCESSOR_CONFIG, "processor config") if (folder / PROCESSOR_CONFIG).is_file() else {}
         tokenizer, options, _ = load_tokenizer(folder, config)
         seq = pc.get("image_seq_length")
         if seq is None and config is not None:
-            seq = _config_value(config, "image_seq_length")
+            seq = config_value(config, "image_seq_length")
         try:
             return cls(_image_processor(folder, pc), tokenizer, image_token=pc.get("image_token") or IMAGE_TOKEN,
                        image_seq_length=DEFAULT_IMAGE_SEQ_LENGTH if seq is None else seq,
@@ -536,3 +440,35 @@ class VipLlavaProcessor:
         return (f"VipLlavaProcessor(image_token={self.image_token!r} (id {self.image_token_id}), "
                 f"tokens_per_image={self.image_seq_length}, padding_side={self.padding_side!r}, "
                 f"{self.image_processor!r}, {self.tokenizer!r})")
+
+
+class VipLlavaImageProcessorOnly:
+    """The processor of a VipLlava artifact without a tokenizer (a `--random-weights` build: vlexport embeds
+    no Llama-2 vocabulary): CLIP images work, text does not, and says why. generate() still takes token ids."""
+
+    def __init__(self, image_processor=None):
+        self.image_processor = image_processor or vip_llava_image_processor()
+        self.tokenizer = None
+
+    @classmethod
+    def from_pretrained(cls, folder=None) -> "VipLlavaImageProcessorOnly":
+        if folder is not None and (Path(folder) / vit_images.CONFIG_NAME).is_file():
+            return cls(vit_images.image_processor_from_pretrained(folder, default="CLIPImageProcessor"))
+        return cls()
+
+    def save_pretrained(self, folder) -> list[str]:
+        return [str(self.image_processor.save_pretrained(Path(folder)))]
+
+    def _no_tokenizer(self, *_, **__):
+        raise ConfigError("this VipLlava artifact has no tokenizer.json (built with --random-weights: vlexport embeds "
+                          "no Llama-2 vocabulary), so it cannot turn text into ids or ids into text: rebuild from a "
+                          "folder holding the checkpoint's tokenizer files, or call generate(input_ids=...) with ids")
+
+    prompt = decode = batch_decode = _no_tokenizer
+
+    def __call__(self, text=None, images=None, **kwargs) -> ModelOutput:
+        if text is not None:
+            self._no_tokenizer()
+        if images is None:
+            raise InputError("pass images=...: without a tokenizer this processor only prepares images")
+        return self.image_processor(images, return_tensors=kwargs.get("return_tensors", "np"))
