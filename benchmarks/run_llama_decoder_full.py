@@ -4,7 +4,7 @@
 a 640-slot KV cache, and compare its decode speed with the machine's memory bandwidth.
 
     python benchmarks/run_llama_decoder_full.py                    # full size; the graph goes to a temp dir, deleted
-    python benchmarks/run_llama_decoder_full.py --out /tmp/l7 --keep --extra-block-size 128
+    python benchmarks/run_llama_decoder_full.py --extra-block-size 128 --out /tmp/l7 --keep
     python benchmarks/run_llama_decoder_full.py --layers 2 --stem smoke   # a quick smoke run (results in /tmp)
     python benchmarks/run_llama_decoder_full.py --from-json results/X.json   # re-render the Markdown
 
@@ -17,16 +17,20 @@ recorded per phase):
 3. decode rounds at B=1 (`--rounds`): each round a fresh cache (buffers (1, kv_heads, capacity,
    head_dim) per layer, preallocated), a prefill of `--prefill` tokens, then `--decode-steps` steps
    of one token, each writing its new keys/values into the buffers (the runtime's side of the
-   contract). Tokens/s of a round = steps / their total time. Before each round and after the last,
-   the memory bandwidth: numpy copy of a 1 GiB float32 array into another, split over 2 threads
-   (the decode's thread count), best of 3; bandwidth = (bytes read + bytes written) / time, i.e.
-   2 GiB per copy (write-allocate reads of the destination not counted); and a 2-thread read-only
-   pass (sum), best of 3. A round's limit uses the mean of the bandwidths measured just before
-   and after it, so drift of this shared VM hits both alike; the headline is the median round.
+   contract). Tokens/s of a round = steps / their total time. With `--extra-block-size B` a second
+   graph (block size B, written in phase 1 too) is loaded beside the first and the two run their
+   rounds interleaved, in an order rotated each round, so both see the same machine.
+   The memory bandwidth is measured first and after every round: numpy copy of a 1 GiB float32
+   array into another, split over 2 threads (the decode's thread count), best of 3; bandwidth =
+   (bytes read + bytes written) / time, i.e. 2 GiB per copy (write-allocate reads of the
+   destination not counted); and a 2-thread read-only pass (sum), best of 3. A round's limit uses
+   the mean of the two measurements around it, so drift of this shared VM hits both alike; the
+   headline is the median round. Before the rounds (and the other timed phases) the script waits,
+   up to `--quiet-wait` s, for other processes to go idle.
    Weight bytes per token = the MatMulNBits blobs + scales + zero points in the graph (every
    projection and lm_head is read once per token at B=1); limit tokens/s = bandwidth / that.
    The attention also reads the whole cache buffers every step (masked slots included): a second
-   limit adds those bytes. Where a step's time goes: an ORT profile of `--profile-steps` steps.
+   figure adds those bytes. Where a step's time goes: an ORT profile of `--profile-steps` steps.
 4. long prefill: `--long-prefill` tokens in one call into an empty cache (576 image tokens + a
    prompt is the real use case).
 5. accuracy_level 0 (fp32 compute on the dequantized weights): the same data file under a copy of
@@ -34,8 +38,6 @@ recorded per phase):
 6. validate: each variant's prefill logits and last layer's new keys vs `reference_decoder` (numpy,
    streamed layer by layer) on the int4-rounded weights (`dequantized`: the same rounding, so only
    the kernel's arithmetic differs) and on the fp32 weights (the quantization error itself).
-7. `--extra-block-size B`: the graph written again with that block size (first one deleted), then
-   load, decode rounds and bandwidth as in 3 (speed only).
 Writes benchmarks/results/<stem>.{json,md}.
 """
 
@@ -185,49 +187,57 @@ def wait_for_memory(need_gib: float, max_s: float) -> dict:
             "waited_s": round(time.perf_counter() - t0, 1), "ok": mem_available_gib() >= need_gib}
 
 
-def decode_rounds(session, args, dims, prefill_embeds, weight_bytes, rounds) -> dict:
-    """`rounds` x (bandwidth, fresh cache, prefill, decode steps), then bandwidth once more."""
+def decode_rounds(sessions: dict, args, dims, prefill_embeds, rounds) -> dict:
+    """sessions {label: (session, weight bytes per token)}. `rounds` x, for each session in an order
+    rotated every round: (fresh cache, prefill, decode steps, bandwidth). The bandwidth is also
+    measured once first, so every session's round sits between two measurements."""
     L, kvh = dims
     rng = np.random.default_rng(2)
     kv_bytes = 2 * L * kvh * args.capacity * HEAD_DIM * 4
-    out = {"rounds": [], "wait": wait_for_quiet(args.quiet_wait)}
-    if not out["wait"]["quiet"]:
-        say(f"  the machine is busy: {out['wait']}")
+    out = {label: {"rounds": []} for label in sessions}
+    wait = wait_for_quiet(args.quiet_wait)
+    if not wait["quiet"]:
+        say(f"  the machine is busy: {wait}")
     bws = [bandwidth()]
+    labels = list(sessions)
     for r in range(rounds):
-        cache = Cache(L, kvh, args.capacity, HEAD_DIM)
-        with PeakRSS(0.05) as rss, CpuLoad() as load:
-            t = time.perf_counter()
-            first = cache.step(session, prefill_embeds)
-            prefill_s = time.perf_counter() - t
-            steps = []
-            for _ in range(args.decode_steps):
-                e = (0.02 * rng.standard_normal((1, 1, LLAMA2_7B["hidden_size"]))).astype(np.float32)
+        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            session, weight_bytes = sessions[label]
+            cache = Cache(L, kvh, args.capacity, HEAD_DIM)
+            with PeakRSS(0.05) as rss, CpuLoad() as load:
                 t = time.perf_counter()
-                cache.step(session, e)
-                steps.append(time.perf_counter() - t)
-        bws.append(bandwidth())
-        tok_s = len(steps) / sum(steps)
-        copy = (bws[-2]["copy_gbps"] + bws[-1]["copy_gbps"]) / 2
-        read = (bws[-2]["read_gbps"] + bws[-1]["read_gbps"]) / 2
-        out["rounds"].append({
-            "prefill_s": round(prefill_s, 3), "step_ms": [round(s * 1e3, 1) for s in steps],
-            "tokens_per_s": round(tok_s, 3), "copy_gbps": round(copy, 2), "read_gbps": round(read, 2),
-            "limit_tokens_per_s": round(copy * 1e9 / weight_bytes, 3),
-            "fraction": round(tok_s * weight_bytes / (copy * 1e9), 3),
-            "fraction_of_read": round(tok_s * weight_bytes / (read * 1e9), 3),
-            "fraction_with_kv": round(tok_s * (weight_bytes + kv_bytes) / (copy * 1e9), 3),
-            "rss_peak_gib": gib(rss.peak), "cpu": load.summary()})
-        say(f"  round {r + 1}: {out['rounds'][-1]}")
-        if r == 0:
-            out["first_prefill"] = {"logits": first["logits"].copy(), "key": first[f"new_key.{L - 1}"].copy()}
-        del cache
-    med = lambda k: float(np.median([x[k] for x in out["rounds"]]))  # noqa: E731
-    out["bandwidth"] = bws
-    out["summary"] = {k: round(med(k), 3) for k in ("tokens_per_s", "copy_gbps", "read_gbps", "limit_tokens_per_s",
-                                                    "fraction", "fraction_of_read", "fraction_with_kv", "prefill_s")}
-    out["summary"].update(weight_bytes_per_token=weight_bytes, kv_cache_bytes_per_token=kv_bytes,
-                          step_ms_median=round(float(np.median([s for x in out["rounds"] for s in x["step_ms"]])), 1))
+                first = cache.step(session, prefill_embeds)
+                prefill_s = time.perf_counter() - t
+                steps = []
+                for _ in range(args.decode_steps):
+                    e = (0.02 * rng.standard_normal((1, 1, LLAMA2_7B["hidden_size"]))).astype(np.float32)
+                    t = time.perf_counter()
+                    cache.step(session, e)
+                    steps.append(time.perf_counter() - t)
+            bws.append(bandwidth())
+            tok_s = len(steps) / sum(steps)
+            copy = (bws[-2]["copy_gbps"] + bws[-1]["copy_gbps"]) / 2
+            read = (bws[-2]["read_gbps"] + bws[-1]["read_gbps"]) / 2
+            o = out[label]
+            o["rounds"].append({
+                "prefill_s": round(prefill_s, 3), "step_ms": [round(x * 1e3, 1) for x in steps],
+                "tokens_per_s": round(tok_s, 3), "copy_gbps": round(copy, 2), "read_gbps": round(read, 2),
+                "limit_tokens_per_s": round(copy * 1e9 / weight_bytes, 3),
+                "fraction": round(tok_s * weight_bytes / (copy * 1e9), 3),
+                "fraction_of_read": round(tok_s * weight_bytes / (read * 1e9), 3),
+                "fraction_with_kv": round(tok_s * (weight_bytes + kv_bytes) / (copy * 1e9), 3),
+                "rss_peak_gib": gib(rss.peak), "cpu": load.summary()})
+            say(f"  round {r + 1} {label}: {o['rounds'][-1]}")
+            if r == 0:
+                o["first_prefill"] = {"logits": first["logits"].copy(), "key": first[f"new_key.{L - 1}"].copy()}
+            del cache
+    for label, o in out.items():
+        med = lambda k: float(np.median([x[k] for x in o["rounds"]]))  # noqa: E731
+        o["wait"], o["bandwidth"] = wait, bws
+        o["summary"] = {k: round(med(k), 3) for k in ("tokens_per_s", "copy_gbps", "read_gbps", "limit_tokens_per_s",
+                                                      "fraction", "fraction_of_read", "fraction_with_kv", "prefill_s")}
+        o["summary"].update(weight_bytes_per_token=sessions[label][1], kv_cache_bytes_per_token=kv_bytes,
+                            step_ms_median=round(float(np.median([x for y in o["rounds"] for x in y["step_ms"]])), 1))
     return out
 
 
@@ -318,7 +328,7 @@ def main(argv=None) -> int:
                "settings": {k: v for k, v in vars(args).items() if k not in ("out", "stem")}}
     say(f"{args.layers}-layer Llama-2-7B-shaped decoder, int4 block {args.block_size} acc {args.accuracy_level} -> {path}")
 
-    def write(block_size):
+    def write(path, block_size):
         last = [time.perf_counter()]
 
         def progress(done, total, name):
@@ -339,16 +349,31 @@ def main(argv=None) -> int:
         return facts
 
     try:
-        R["write"] = facts = write(args.block_size)
-        weight_bytes = facts["projection_bytes"]
+        R["write"] = facts = write(path, args.block_size)
         prefill_embeds = (0.02 * np.random.default_rng(1).standard_normal((1, args.prefill, config["hidden_size"]))).astype(np.float32)
+        main_label = f"block {args.block_size}"
+        extra_label = f"block {args.extra_block_size}"
+        if args.extra_block_size:  # written now, timed in the same interleaved rounds
+            extra_path = folder / f"decoder-b{args.extra_block_size}.onnx"
+            R[f"block_size_{args.extra_block_size}"] = extra = {"write": write(extra_path, args.extra_block_size)}
 
         session, R["load"] = open_session(path, 6.5, args.quiet_wait)  # ~5.6 GB once loaded
-        say(f"decode: {args.rounds} rounds of prefill {args.prefill} + {args.decode_steps} steps, capacity {args.capacity}")
-        dec = decode_rounds(session, args, dims, prefill_embeds, weight_bytes, args.rounds)
-        prefills = {f"acc{args.accuracy_level}": dec.pop("first_prefill")}
-        R["decode"] = dec
-        say(f"decode summary: {dec['summary']}")
+        sessions = {main_label: (session, facts["projection_bytes"])}
+        if args.extra_block_size:
+            extra_session, extra["load"] = open_session(extra_path, 4.5, args.quiet_wait)
+            sessions[extra_label] = (extra_session, extra["write"]["projection_bytes"])
+        say(f"decode: {args.rounds} rounds of prefill {args.prefill} + {args.decode_steps} steps, capacity "
+            f"{args.capacity}, sessions {list(sessions)} interleaved")
+        dec = decode_rounds(sessions, args, dims, prefill_embeds, args.rounds)
+        prefills = {f"acc{args.accuracy_level}": dec[main_label].pop("first_prefill")}
+        R["decode"] = dec[main_label]
+        say(f"decode summary: {R['decode']['summary']}")
+        if args.extra_block_size:
+            dec[extra_label].pop("first_prefill")
+            extra["decode"] = dec[extra_label]
+            say(f"{extra_label}: {extra['decode']['summary']}")
+            del sessions[extra_label], extra_session
+            gc.collect()
 
         memory = wait_for_memory(3.0, args.quiet_wait) if args.long_prefill else None  # it grows RSS by ~1.5-2 GB
         if args.long_prefill and not memory["ok"]:
@@ -357,17 +382,18 @@ def main(argv=None) -> int:
         elif args.long_prefill:
             cache = Cache(*dims, max(args.capacity, args.long_prefill), HEAD_DIM)
             say(f"long prefill of {args.long_prefill} tokens...")
+            wait = wait_for_quiet(args.quiet_wait)
             with PeakRSS(0.05) as rss, CpuLoad() as load:
                 t = time.perf_counter()
                 cache.step(session, (0.02 * np.random.default_rng(4).standard_normal(
                     (1, args.long_prefill, config["hidden_size"]))).astype(np.float32))
                 secs = time.perf_counter() - t
-            R["long_prefill"] = {"tokens": args.long_prefill, "seconds": round(secs, 2), "memory": memory,
+            R["long_prefill"] = {"tokens": args.long_prefill, "seconds": round(secs, 2), "memory": memory, "wait": wait,
                                  "tokens_per_s": round(args.long_prefill / secs, 2), "rss_peak_gib": gib(rss.peak),
                                  "cpu": load.summary()}
             say(f"long prefill: {R['long_prefill']}")
             del cache
-        del session
+        del session, sessions
         gc.collect()
         if args.profile_steps:
             R["profile"] = profile(path, args, dims, args.profile_steps)
@@ -375,7 +401,7 @@ def main(argv=None) -> int:
 
         if not args.no_acc0 and args.accuracy_level != 0:
             session, load0 = open_session(with_accuracy_level(path, 0), 4.0, args.quiet_wait)
-            dec0 = decode_rounds(session, args, dims, prefill_embeds, weight_bytes, 1)
+            dec0 = decode_rounds({"acc0": (session, facts["projection_bytes"])}, args, dims, prefill_embeds, 1)["acc0"]
             prefills["acc0"] = dec0.pop("first_prefill")
             R["accuracy_level_0"] = {"load": load0, "decode": dec0}
             say(f"accuracy_level 0: {dec0['summary']}")
@@ -392,6 +418,7 @@ def main(argv=None) -> int:
                 say(f"reference decoder on {label} weights (streamed)...")
                 with PeakRSS(0.05) as rss:
                     t = time.perf_counter()
+                    # the prefill's feeds again: the same embeddings into an empty cache
                     ref = reference_decoder(config, w, inv_freq, Cache(*dims, args.capacity, HEAD_DIM).feeds(prefill_embeds))
                     secs = time.perf_counter() - t
                 R["validation"][label] = {"seconds": round(secs, 1), "rss_peak_gib": gib(rss.peak)}
@@ -400,18 +427,6 @@ def main(argv=None) -> int:
                                                        f"new_key.{L - 1}": compare(got["key"], ref[f"new_key.{L - 1}"])}
                 say(f"  {label}: {R['validation'][label]}")
                 del ref
-
-        if args.extra_block_size:
-            for f in folder.iterdir():
-                f.unlink()
-            say(f"block size {args.extra_block_size}: writing again")
-            extra = {"write": write(args.extra_block_size)}
-            session, extra["load"] = open_session(path, 6.5, args.quiet_wait)
-            extra["decode"] = decode_rounds(session, args, dims, prefill_embeds, extra["write"]["projection_bytes"], args.rounds)
-            extra["decode"].pop("first_prefill")
-            del session
-            R[f"block_size_{args.extra_block_size}"] = extra
-            say(f"block size {args.extra_block_size}: {extra['decode']['summary']}")
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)

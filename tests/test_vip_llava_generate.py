@@ -155,6 +155,8 @@ def test_streamed_decoder_is_written_in_int4_only(tmp_path, monkeypatch):
     """The full-size route at tiny size: a decoder above the streaming threshold is never built in PyTorch;
     the build writes it layer by layer in int4 from streamed numpy weights, validates it against the numpy
     reference (on its int4-rounded weights, and against fp32 weights: reported), and the artifact generates."""
+    import json
+
     from vlexport.artifact import Artifact
     from vlexport.families.vip_llava import model as vip_model
     from vlexport.reference import from_pretrained
@@ -166,6 +168,7 @@ def test_streamed_decoder_is_written_in_int4_only(tmp_path, monkeypatch):
     art = Artifact(out)
     entry = art.manifest["graphs"]["decoder"]
     assert art.precisions("decoder") == ["int4"] and entry["streamed"]
+    assert str(tmp_path) not in json.dumps(entry["onnx"])  # no build-time (staging) paths in the manifest
     assert entry["validation"]["int4"]["rounded_reference"]["passed"]
     model = vlexport.load(out)  # fp32 asked: the decoder runs in int4, the only form it has
     assert "int4" in model.chosen_because

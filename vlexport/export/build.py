@@ -184,7 +184,8 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
             if getattr(module, "streamed", False):  # too large for PyTorch here: written once, in int4
                 _build_streamed(graph, module, stage, manifest, opts, st)
                 continue
-            with st.stage(f"Exporting '{graph.name}' to ONNX" + (" (written by the model, not traced)" if written else "")):
+            how = " (written by the model, not traced)" if written else ""
+            with st.stage(f"Exporting '{graph.name}' to ONNX{how}"):
                 from vlexport.export.onnx_export import export_onnx, name_output_axes, trace_sizes
 
                 # each candidate lives in its own folder under the final name, so keeping one is a move
@@ -340,7 +341,9 @@ def _build_streamed(graph, module, stage: Path, manifest: dict, opts: BuildOptio
 
 def _scalar_facts(facts: dict) -> dict:
     """A writer's facts that belong in the manifest's graph entry (plain values only)."""
-    return {k: v for k, v in (facts or {}).items() if isinstance(v, (str, int, float, bool)) and k != "file"}
+    # not the file names nor where the writer wrote them (a staging path): the entry names its own files
+    return {k: v for k, v in (facts or {}).items() if isinstance(v, (str, int, float, bool)) and k != "file"
+            and not k.endswith("_path")}
 
 
 def _simplify_note(simp: dict) -> str:

@@ -56,7 +56,8 @@ class LlamaTowerConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"the Llama text config must be a JSON object, got {type(d).__name__}")
         if d.get("model_type", "llama") != "llama":
-            raise ConfigError(f"text model_type {d.get('model_type')!r} is not supported; vlexport's decoder is 'llama'")
+            raise ConfigError(f"text model_type {d.get('model_type')!r} is not supported; vlexport's decoder is "
+                              f"'llama'")
         names = {f.name for f in fields(cls)} - {"extra"}
         cfg = cls(**{k: v for k, v in d.items() if k in names and v is not None},
                   extra={k: v for k, v in d.items() if k not in names})
@@ -135,7 +136,8 @@ class LlamaTowerConfig:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise ConfigError(f"Llama config 'rms_norm_eps' must be a small positive number, got {eps!r}")
         if self.hidden_act != "silu":
-            raise ConfigError(f"Llama hidden_act {self.hidden_act!r} is not supported (vlexport's MLP is SwiGLU: 'silu')")
+            raise ConfigError(f"Llama hidden_act {self.hidden_act!r} is not supported (vlexport's MLP is SwiGLU: "
+                              f"'silu')")
         p = self.rope
         if p["rope_type"] not in ROPE_TYPES:
             raise ConfigError(f"rope type {p['rope_type']!r} is not supported; vlexport computes {list(ROPE_TYPES)} "

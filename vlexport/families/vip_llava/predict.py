@@ -14,7 +14,8 @@ def _one(value, flag, what):
     if not values:
         raise InputError(f"{flag} is required: {what}")
     if len(values) != 1:
-        raise InputError(f"{flag}: one {what.split(' (')[0]} per call, got {len(values)} (quote a question with spaces)")
+        raise InputError(f"{flag}: one {what.split(' (')[0]} per call, got {len(values)} "
+                         f"(quote a question with spaces)")
     return values[0]
 
 
