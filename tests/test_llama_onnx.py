@@ -108,8 +108,8 @@ def hf_steps(tiny: Tiny, prefill: dict, decode: dict):
                         position_ids=torch.from_numpy(prefill["position_ids"]), past_key_values=cache, use_cache=True)
         keys = [layer.keys.clone() for layer in cache.layers]
         values = [layer.values.clone() for layer in cache.layers]
-        second = tiny.hf(inputs_embeds=torch.from_numpy(decode["inputs_embeds"]),
-                         attention_mask=torch.from_numpy(np.concatenate([ATTENTION_MASK, np.ones((B, 1), np.int64)], 1)),
+        both = np.concatenate([ATTENTION_MASK, np.ones((B, 1), np.int64)], 1)
+        second = tiny.hf(inputs_embeds=torch.from_numpy(decode["inputs_embeds"]), attention_mask=torch.from_numpy(both),
                          position_ids=torch.from_numpy(decode["position_ids"]), past_key_values=cache, use_cache=True)
     return first.logits.numpy(), keys, values, second.logits.numpy(), cache
 

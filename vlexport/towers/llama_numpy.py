@@ -123,7 +123,8 @@ def layer_tensor_names(dims: LlamaDims, i: int) -> list:
 
 
 def tensor_names(dims: LlamaDims) -> list:
-    return [n for i in range(dims.layers) for n in layer_tensor_names(dims, i)] + ["model.norm.weight", "lm_head.weight"]
+    layers = [n for i in range(dims.layers) for n in layer_tensor_names(dims, i)]
+    return layers + ["model.norm.weight", "lm_head.weight"]
 
 
 def fetch(weights, name: str, dims: LlamaDims) -> np.ndarray:
@@ -277,7 +278,8 @@ def reference_decoder(config: dict, weights, inv_freq: np.ndarray, feeds: dict) 
     # (B, 1, T, P + T) visibility of the keys [cache slots..., new tokens...]
     cache_ok = np.asarray(feeds["cache_mask"]).astype(bool)[:, None, None, :]
     P = cache_ok.shape[-1]
-    new_ok = np.tril(np.ones((T, T), dtype=bool))[None, None] & np.asarray(feeds["attention_mask"]).astype(bool)[:, None, None, :]
+    real = np.asarray(feeds["attention_mask"]).astype(bool)[:, None, None, :]
+    new_ok = np.tril(np.ones((T, T), dtype=bool))[None, None] & real
     ok = np.concatenate([np.broadcast_to(cache_ok, (B, 1, T, P)), new_ok], axis=-1)
     seen = ok[:, :, None]  # (B, 1, 1, T, S): kv-head groups; masked scores are replaced, not shifted
 

@@ -127,7 +127,10 @@ class _GraphWriter:
             w = self.weight(proj + ".weight")
             sizes.append(w.shape[0])
             K = w.shape[1]
-            parts.append(transposed(w) if self.bits is None else quantize_nbits(w, self.bits, self.block_size, self.symmetric))
+            if self.bits is None:
+                parts.append(transposed(w))
+            else:
+                parts.append(quantize_nbits(w, self.bits, self.block_size, self.symmetric))
             del w  # the fp32 tensor goes before the next is asked for
             if proj != "lm_head" and self.dims.bias(proj.split(".", 3)[3]):
                 biases.append(self.weight(proj + ".bias"))
@@ -188,18 +191,21 @@ class _GraphWriter:
             q = self.op("Reshape", [q, self.const([0, d.kv_heads, rep, -1, d.head_dim])])
             past_k, past_v, k, v = (self.op("Unsqueeze", [t, self.const([2])]) for t in (past_k, past_v, k, v))
         key_t = [0, 1, 3, 2] if rep == 1 else [0, 1, 2, 4, 3]
-        # masked scores are replaced (Where), not shifted: visible scores stay exact and a row that sees
-        # nothing (a pad token) is exactly uniform, as in the PyTorch reference
-        scores_cache = self.op("Where", [s["seen_cache"], self.op("MatMul", [q, self.op("Transpose", [past_k], perm=key_t)]),
-                                         s["masked"]])
-        scores_new = self.op("Where", [s["seen_new"], self.op("MatMul", [q, self.op("Transpose", [k], perm=key_t)]),
-                                       s["masked"]])
+
+        def scores(keys, seen):
+            # masked scores are replaced (Where), not shifted: visible scores stay exact and a row that
+            # sees nothing (a pad token) is exactly uniform, as in the PyTorch reference
+            raw = self.op("MatMul", [q, self.op("Transpose", [keys], perm=key_t)])
+            return self.op("Where", [seen, raw, s["masked"]])
+
+        scores_cache, scores_new = scores(past_k, s["seen_cache"]), scores(k, s["seen_new"])
         probs = self.op("Softmax", [self.op("Concat", [scores_cache, scores_new], axis=-1)], axis=-1)
         probs_cache, probs_new = self.ops("Split", [probs, s["split_past_text"]], 2, axis=-1)
         ctx = self.op("Add", [self.op("MatMul", [probs_cache, past_v]), self.op("MatMul", [probs_new, v])])
         if rep > 1:
             ctx = self.op("Reshape", [ctx, self.const([0, d.heads, -1, d.head_dim])])
-        ctx = self.op("Reshape", [self.op("Transpose", [ctx], perm=[0, 2, 1, 3]), self.const([0, 0, d.heads * d.head_dim])])
+        ctx = self.op("Reshape", [self.op("Transpose", [ctx], perm=[0, 2, 1, 3]),
+                                  self.const([0, 0, d.heads * d.head_dim])])
         h = self.op("Add", [h, self.linear(ctx, [p + "self_attn.o_proj"])[0]])
 
         x = self.rms_norm(h, p + "post_attention_layernorm.weight")
@@ -221,7 +227,8 @@ class _GraphWriter:
         shape = self.op("Shape", ["inputs_embeds"])
         text = self.op("Gather", [shape, self.const(1)])  # scalar T
         past = self.op("Gather", [self.op("Shape", ["cache_mask"]), self.const(1)])
-        s["split_past_text"] = self.op("Concat", [self.op("Unsqueeze", [t, self.const([0])]) for t in (past, text)], axis=0)
+        s["split_past_text"] = self.op("Concat", [self.op("Unsqueeze", [t, self.const([0])]) for t in (past, text)],
+                                       axis=0)
         idx = self.op("Range", [self.const(0), text, self.const(1)])
         causal = self.op("LessOrEqual", [self.op("Unsqueeze", [idx, self.const([0])]),
                                          self.op("Unsqueeze", [idx, self.const([1])])])  # [t, s] = s <= t
@@ -280,8 +287,9 @@ def write_llama_decoder(path, config: dict, weights, *, inv_freq: np.ndarray, qu
               helper.make_tensor_value_info("cache_mask", i64, ["batch", "past"])]
     outputs = [helper.make_tensor_value_info("logits", f32, ["batch", 1, dims.vocab])]
     for i in range(L):
-        inputs += [helper.make_tensor_value_info(f"past_{kv}.{i}", f32, ["batch", kvh, "past", D]) for kv in ("key", "value")]
-        outputs += [helper.make_tensor_value_info(f"new_{kv}.{i}", f32, ["batch", kvh, "text", D]) for kv in ("key", "value")]
+        for kv in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(f"past_{kv}.{i}", f32, ["batch", kvh, "past", D]))
+            outputs.append(helper.make_tensor_value_info(f"new_{kv}.{i}", f32, ["batch", kvh, "text", D]))
     graph = helper.make_graph(g.nodes, "decoder", inputs, outputs, g.initializers)
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.microsoft", 1)] if QUANT_BITS[quant] else [])
     model = helper.make_model(graph, opset_imports=opsets, producer_name="vlexport.towers.llama_onnx")
