@@ -284,7 +284,7 @@ def _int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: Bu
     the same int4-rounded weights (the graph itself: gated tight), and against the fp32 graph (the quantization
     error: gated like int8 on checkpoint weights; reported on random weights, whose quantization error says
     nothing about a trained model's)."""
-    from vlexport.export.validate import int8_gate, precision_cases, validate_precision
+    from vlexport.export.validate import int4_gate, precision_cases, validate_precision
 
     entry, stem = manifest["graphs"][graph.name], graph.file_stem
     seen = entry["trace_sizes"]
@@ -299,9 +299,7 @@ def _int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: Bu
                                    f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
                                    n_samples=INT4_EXACT_SAMPLES, seen=seen, progress=adv, min_cosine=INT4_EXACT_COSINE,
                                    min_top1=None)
-        gate = int8_gate(manifest["source"]["weights"])
-        if gate["min_top1"] is None:  # random weights: report only
-            gate = {"min_cosine": -1.0, "min_top1": None, "min_top5": None}
+        gate = int4_gate(manifest["source"]["weights"], graph.int8_cosine)
         rep = validate_precision(fp32, int4, graph, axes, f"the int4 '{graph.name}' graph", n_samples=opts.int8_samples,
                                  seen=seen, progress=adv, **gate)
     rep["rounded_reference"] = {k: exact[k] for k in ("min_cosine", "cases", "passed")}
@@ -315,7 +313,7 @@ def _build_streamed(graph, module, stage: Path, manifest: dict, opts: BuildOptio
     layer by layer with int4 weight-only MatMuls, streaming its weights, and it is validated on a few
     small shapes against the model's numpy reference (which streams the same weights)."""
     from vlexport.export.onnx_export import name_output_axes
-    from vlexport.export.validate import validate_streamed
+    from vlexport.export.validate import int4_gate, validate_streamed
 
     entry, stem = manifest["graphs"][graph.name], graph.file_stem
     with st.stage(f"Writing '{graph.name}' layer by layer with int4 weight-only MatMuls (weights streamed)"):
@@ -329,9 +327,9 @@ def _build_streamed(graph, module, stage: Path, manifest: dict, opts: BuildOptio
         exact = validate_streamed(module.numpy_reference(quantized=True), int4, graph,
                                   f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
                                   min_cosine=INT4_EXACT_COSINE)
-        checkpoint = manifest["source"]["weights"] == "checkpoint"  # random weights: quantization error reported
+        gate = int4_gate(manifest["source"]["weights"], graph.int8_cosine)  # random weights: reported only
         rep = validate_streamed(module.numpy_reference(), int4, graph, f"the int4 '{graph.name}' graph",
-                                min_cosine=graph.int8_cosine if checkpoint else -1.0)
+                                min_cosine=gate["min_cosine"])
     rep["rounded_reference"] = {k: exact[k] for k in ("min_cosine", "cases", "passed")}
     entry["validation"]["int4"] = rep
     st.note(f"int4 vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "

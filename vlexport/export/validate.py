@@ -91,6 +91,14 @@ def int8_gate(weights: str) -> dict:
     return {"min_cosine": 0.99, "min_top1": None, "min_top5": 0.98}
 
 
+def int4_gate(weights: str, min_cosine: float = 0.99) -> dict:
+    """int4 weight-only thresholds against fp32: int8's for trained checkpoints; on random or tiny weights
+    nothing is gated (their quantization error says nothing about a trained model's): reported only."""
+    if weights == "checkpoint":
+        return {**int8_gate(weights), "min_cosine": min_cosine}
+    return {"min_cosine": -1.0, "min_top1": None, "min_top5": None}
+
+
 # ----------------------------------------------------------------------------- runs
 
 def torch_reference(module):

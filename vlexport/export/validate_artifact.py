@@ -67,7 +67,7 @@ def validate_artifact(path, backends=None, reference: str | None = None, progres
     import vlexport
     from vlexport import families
     from vlexport.artifact import Artifact
-    from vlexport.export.validate import int8_gate, validate_graph, validate_precision
+    from vlexport.export.validate import int4_gate, int8_gate, validate_graph, validate_precision
     from vlexport.progress import Stages
 
     requested = _parse(backends)
@@ -97,9 +97,9 @@ def validate_artifact(path, backends=None, reference: str | None = None, progres
                     def kw(g):  # the build's gates: int8 with the graph's own cosine threshold; int4 as int8
                         if precision not in ("int8", "int4"):  # for checkpoints, reported for random weights
                             return {}
-                        gate = {**int8_gate(weights), "min_cosine": spec.graph(g).int8_cosine}
-                        if precision == "int4" and gate["min_top1"] is None:
-                            gate = {"min_cosine": -1.0, "min_top1": None, "min_top5": None}
+                        cos = spec.graph(g).int8_cosine
+                        gate = int4_gate(weights, cos) if precision == "int4" else {**int8_gate(weights),
+                                                                                     "min_cosine": cos}
                         return dict(n_samples=200, **gate)
 
                     results[label] = _per_graph(spec, art, lambda g, a: validate_precision(

@@ -115,10 +115,15 @@ class KVCache:
     def capacity(self) -> int:
         return self.mask.shape[1]
 
-    def write(self, new_keys, new_values):
-        T = new_keys.shape[3]
+    def _slots(self, T: int) -> slice:
+        """The next T slots (refused past the capacity)."""
         if self.length + T > self.capacity:
             raise InputError(f"the KV cache holds {self.capacity} positions; generating past it was asked for")
+        return slice(self.length, self.length + T)
+
+    def write(self, new_keys, new_values):
+        T = new_keys.shape[3]
+        self._slots(T)
         self.keys[:, :, :, self.length:self.length + T] = new_keys
         self.values[:, :, :, self.length:self.length + T] = new_values
         self.mask[:, self.length:self.length + T] = 1
@@ -128,33 +133,26 @@ class KVCache:
         self.keys, self.values, self.mask = self.keys[rows], self.values[rows], self.mask[rows]
 
 
-class LayerKVCache:
+class LayerKVCache(KVCache):
     """The same cache for decoders that take one key and one value input per layer: (L, R, heads,
     capacity, head) buffers, so layer i's (R, heads, capacity, head) view is contiguous and a backend
     reads it in place. The fill mask comes from the caller (left-padded prompts write slots that
     stay masked)."""
 
     def __init__(self, layers: int, rows: int, heads: int, capacity: int, head_size: int, dtype=np.float32):
-        self.keys = np.zeros((layers, rows, heads, capacity, head_size), dtype)
+        self.keys = np.zeros((layers, rows, heads, capacity, head_size), dtype)  # layer-major
         self.values = np.zeros_like(self.keys)
         self.mask = np.zeros((rows, capacity), np.int64)
         self.length = 0
 
-    @property
-    def capacity(self) -> int:
-        return self.mask.shape[1]
-
     def write(self, new_keys: list, new_values: list, new_mask):
         """Layer i's new keys/values (R, heads, T, head); new_mask (R, T): 1 for real tokens."""
-        T = new_mask.shape[1]
-        if self.length + T > self.capacity:
-            raise InputError(f"the KV cache holds {self.capacity} positions; generating past it was asked for")
-        end = self.length + T
+        slots = self._slots(new_mask.shape[1])
         for i, (k, v) in enumerate(zip(new_keys, new_values)):
-            self.keys[i, :, :, self.length:end] = k
-            self.values[i, :, :, self.length:end] = v
-        self.mask[:, self.length:end] = new_mask
-        self.length = end
+            self.keys[i, :, :, slots] = k
+            self.values[i, :, :, slots] = v
+        self.mask[:, slots] = new_mask
+        self.length = slots.stop
 
     def reorder(self, rows):
         self.keys, self.values, self.mask = self.keys[:, rows], self.values[:, rows], self.mask[rows]
