@@ -80,3 +80,24 @@ if _settings is not None:
     _settings.register_profile("full", max_examples=1000, deadline=None, derandomize=False, database=None,
                                suppress_health_check=_quiet, print_blob=True)
     _settings.load_profile(_os.environ.get("VLEXPORT_HYPOTHESIS", "ci"))
+
+
+# ----------------------------------------------------------------------------- tiny artifacts, built once
+TINY_IDS = ("tiny-visualbert-vqa", "tiny-vilt-vqa", "tiny-dual-encoder", "tiny-captioner", "tiny-vipllava")
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory):
+    """{tiny model id: artifact folder} for every family's built-in tiny model, built once per session
+    (side by side, a few seconds of one core each). Shared: copy a folder before changing it."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("tiny-artifacts")
+    procs = {m: subprocess.Popen([sys.executable, "-m", "vlexport", "build", "--model", m, "--out", str(root / m),
+                                  "--quiet", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for m in TINY_IDS}
+    for m, p in procs.items():
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, f"building {m} failed:\n{err.decode()[-3000:]}"
+    return {m: root / m for m in TINY_IDS}

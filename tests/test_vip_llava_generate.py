@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 import vlexport  # noqa: E402
 from vlexport.export.build import build  # noqa: E402
+from vlexport.errors import InputError  # noqa: E402
 from vlexport.specs import AxisRange  # noqa: E402
 
 
@@ -64,6 +65,11 @@ def test_generation_settings_like_transformers(built, model):
     rng = np.random.default_rng(5)
     ids, mask = prompts(3, rng)
     px = images(3, rng)
+    # max_length below the prompt's length (HF's default 20 on a long image prompt): refused, as HF does
+    with pytest.raises(InputError, match="max_length is 5 but the prompt already has"):
+        model.generate(input_ids=ids, attention_mask=mask, pixel_values=px, max_length=5)
+    with pytest.raises(ValueError, match="max_length"):
+        _hf_generate(hf, ids, mask, px, max_length=5)
     for kw in (dict(max_length=ids.shape[1] + 6), dict(max_new_tokens=8, no_repeat_ngram_size=2),
                dict(max_new_tokens=8, min_length=ids.shape[1] + 6), dict(max_new_tokens=8, num_beams=2,
                                                                          length_penalty=0.3)):

@@ -1,4 +1,4 @@
-"""The `vlexport` command: build, export, predict, embed, inspect, validate, bench.
+"""The `vlexport` command: build, export, predict, embed, inspect, validate, bench, serve, triton-repo.
 
 Any VlexportError becomes a one-line message on stderr and exit code 2 (1 for a failed check),
 never a traceback for a user mistake. Heavy imports happen inside each command. Family-specific
@@ -287,6 +287,10 @@ def main(argv=None) -> int:
                    "PyTorch comparison)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_validate)
+
+    from vlexport.serving.cli import add_parsers
+
+    add_parsers(sub)
 
     from vlexport.bench.cli import add_arguments, run
 

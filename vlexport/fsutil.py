@@ -190,18 +190,19 @@ def remove_stale_staging(final: Path) -> list[Path]:
 
 
 @contextmanager
-def staging_dir(final: Path):
+def staging_dir(final: Path, check=check_output_folder):
     """Yield a fresh folder beside `final`; on success it replaces `final`, on error it is removed.
 
-    `final` must be absent, an empty folder, or a vlexport artifact (checked again here). A process
+    `final` must be absent, an empty folder, or a vlexport artifact (checked again here; `check` is
+    that test: a Triton model repository passes its own). A process
     killed in the middle leaves only the hidden staging folder, which no loader accepts and the next
     build at that path removes."""
     final = Path(final)
-    check_output_folder(final)
+    check(final)
     try:  # an unwritable or impossible --out: one line, not an OSError traceback
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(final)
-        check_output_folder(final)  # a stale .old- folder may just have been restored there
+        check(final)  # a stale .old- folder may just have been restored there
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-{os.getpid()}-"))
     except OSError as exc:
         if isinstance(exc, ArtifactError):
@@ -211,7 +212,7 @@ def staging_dir(final: Path):
         yield tmp
         _publish_modes(tmp)
         fsync_tree(tmp)
-        check_output_folder(final)  # it may have changed while we built
+        check(final)  # it may have changed while we built
         if final.exists() and any(final.iterdir()):
             trash = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, trash)

@@ -93,6 +93,9 @@ class Family:
     # name: tensor}}: HF transformers eager on our weights, per graph (the benchmark's baseline for families
     # whose graphs are not one transformers class's forward; "" = the transformers class of the architecture)
     hf_graphs: str = ""
+    # "module:function"(artifact) -> [vlexport.serving.endpoints.Endpoint]: the processor endpoints
+    # `vlexport serve` / `triton-repo` offer beside the raw graphs (text and image bytes in)
+    serve: str = ""
     doc: str = ""
 
     @property

@@ -83,7 +83,12 @@ class GenerationSettings:
             raise InputError("beam sampling (do_sample with num_beams > 1) is not supported; use one of them")
 
     def total_length(self, prompt_len: int) -> int:
-        return prompt_len + self.max_new_tokens if self.max_new_tokens is not None else self.max_length
+        if self.max_new_tokens is not None:
+            return prompt_len + self.max_new_tokens
+        if self.max_length <= prompt_len and prompt_len > 1:  # HF refuses it too (decoder-only prompts)
+            raise InputError(f"max_length is {self.max_length} but the prompt already has {prompt_len} tokens; "
+                             f"raise max_length or, better, set max_new_tokens")
+        return self.max_length
 
 
 def read_generation_config(folder) -> dict:

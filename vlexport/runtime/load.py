@@ -35,13 +35,15 @@ def _auto(artifact: Artifact, graph: str, precision: str) -> tuple[str, str]:
 
 
 def load(path, backend: str = "auto", precision: str = "fp32", verify: bool = True,
-         allow_engine_host_code: bool = False, **options):
+         allow_engine_host_code: bool = False, graphs=None, **options):
     """Load a built artifact folder as its pipeline (see vlexport.runtime.pipelines).
 
     backend: "auto" | "onnxruntime" | "tensorrt" | "torch"; precision: "fp32" | "fp16" | "int8" | "int4"
     ("int4": the weight-only int4 graphs where the artifact has them, e.g. a Llama decoder; fp32 for the rest).
     allow_engine_host_code: run version-compatible TensorRT engines, which embed host code; only for
     artifacts you trust (off by default; a manifest can never turn it on).
+    graphs: load only these graphs (a server endpoint that runs one graph); the result is then the
+    generic Pipeline (prepare + run_graph), not the family's.
     options: backend options (intra_op_num_threads, allow_spinning, providers, output_device, reference).
     """
     artifact = Artifact(path, verify=verify)
@@ -50,9 +52,18 @@ def load(path, backend: str = "auto", precision: str = "fp32", verify: bool = Tr
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     family = families.get(artifact.family)
     cls = pipeline_class(artifact.pipeline, family)
+    names = artifact.graph_names
+    if graphs is not None:
+        unknown = sorted(set(graphs) - set(names))
+        if unknown:
+            raise ConfigError(f"graphs {unknown} are not in the artifact; it has {names}")
+        if set(graphs) != set(names):
+            from vlexport.runtime.pipelines import Pipeline
+
+            cls, names = Pipeline, [g for g in names if g in graphs]
     backends, reasons = {}, []
     try:
-        for graph in artifact.graph_names:
+        for graph in names:
             prec, have = precision, artifact.precisions(graph)
             if precision == "int4" and "int4" not in have:
                 prec = "fp32"  # int4 is weight-only for the big MatMuls of written graphs; the rest stays fp32
@@ -72,7 +83,7 @@ def load(path, backend: str = "auto", precision: str = "fp32", verify: bool = Tr
                 backends[graph] = backend_class("onnxruntime")(artifact, graph, prec, **options)
             if prec != precision:
                 why += f" ({prec}: the artifact has no {precision} graph for it)"
-            reasons.append(why if len(artifact.graph_names) == 1 else f"{graph}: {why}")
+            reasons.append(why if len(names) == 1 else f"{graph}: {why}")
     except BaseException:
         for b in backends.values():
             b.close()

@@ -9,6 +9,7 @@ One graph, "model", with dynamic batch, text, image height and width (multiples 
     processor.py        ViltProcessor: BERT WordPiece text (vlexport.processing.bert_text) + images
     checkpoints.py      public dandelin/vilt-b32-* configs (--random-weights) and the tiny built-in model
     predict.py          `vlexport predict --image ... --text ...` for ViLT artifacts
+    serve.py            the "pipeline" serving endpoint (text + image bytes in, processor on the server)
 """
 
 from vlexport.families import Family, PredictCommand
@@ -43,5 +44,6 @@ FAMILY = Family(
         ),
         run="vlexport.families.vilt.predict:run",
     ),
+    serve="vlexport.families.vilt.serve:endpoints",
     doc="ViLT: text + raw image patches",
 )

@@ -12,6 +12,7 @@ sampling, streaming; numpy, no torch).
     pipeline.py     the runtime: generate() / chat() on the three graphs
     checkpoints.py  llava-hf/vip-llava-7b-hf's config, the tiny built-in VipLlava
     predict.py      `vlexport predict PATH --image photo.jpg --text "..." --draw box:...` streams the answer
+    serve.py        the "chat" serving endpoint (image bytes + question in, the answer out)
 """
 
 from vlexport.families import Family, PredictCommand
@@ -56,5 +57,6 @@ FAMILY = Family(
         ),
         run="vlexport.families.vip_llava.predict:run",
     ),
+    serve="vlexport.families.vip_llava.serve:endpoints",
     doc="VipLlava: chat about images with visual prompts (vision graph + Llama decoder with KV cache)",
 )

@@ -151,6 +151,8 @@ class VipLlavaPipeline(Pipeline):
         if not isinstance(question, str) or not question.strip():
             raise InputError(f"the question must be a non-empty string, got {question!r}")
         text = template.format(question) if template is not None else proc.prompt(question)
+        if "max_new_tokens" not in kwargs and "max_length" not in kwargs:  # HF's max_length 20 < any image prompt
+            kwargs["max_new_tokens"] = self.generation_defaults().get("max_new_tokens") or 32
         inputs = proc(text=text, images=image)
         P = inputs["input_ids"].shape[1]
         tokens = []

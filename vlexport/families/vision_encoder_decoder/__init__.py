@@ -9,6 +9,7 @@
     pipeline.py     the runtime: generate() on the two graphs
     checkpoints.py  nlpconnect/vit-gpt2-image-captioning's config, the tiny built-in captioner
     predict.py      `vlexport predict PATH --image photo.jpg` prints the caption
+    serve.py        the "caption" serving endpoint (image bytes in, generated text out)
 """
 
 from vlexport.families import Family, PredictCommand
@@ -44,5 +45,6 @@ FAMILY = Family(
         ),
         run="vlexport.families.vision_encoder_decoder.predict:run",
     ),
+    serve="vlexport.families.vision_encoder_decoder.serve:endpoints",
     doc="VisionEncoderDecoder: captions and OCR (encoder + KV-cached decoder)",
 )

@@ -10,6 +10,7 @@ Two graphs, "vision" (pixel_values -> image_embeds) and "text" (tokens -> text_e
     pipeline.py     the runtime: HF's API on the two graphs, zero-shot classification, batched embedding
     checkpoints.py  public tower configs, composed ids for --random-weights, the tiny built-in model
     predict.py      `vlexport predict PATH --image cat.jpg --labels "a cat,a dog"`
+    serve.py        the "image_features" / "text_features" serving endpoints (one tower each)
 """
 
 from vlexport.families import Compose, Family, PredictCommand
@@ -54,5 +55,6 @@ FAMILY = Family(
         ),
         run="vlexport.families.vision_text_dual_encoder.predict:run",
     ),
+    serve="vlexport.families.vision_text_dual_encoder.serve:endpoints",
     doc="VisionTextDualEncoder: vision + text towers, two graphs",
 )

@@ -7,6 +7,7 @@
     checkpoints.py public configs (--random-weights) and the tiny built-in model
     predict.py     `vlexport predict` for VisualBERT artifacts
     flops.py       FLOPs per forward pass (benchmark GFLOP/s)
+    serve.py       the "pipeline" serving endpoint (text + region features in, processor on the server)
 """
 
 from vlexport.families import Family, Option, PredictCommand
@@ -52,5 +53,6 @@ FAMILY = Family(
         run="vlexport.families.visual_bert.predict:run",
     ),
     flops=_flops,
+    serve="vlexport.families.visual_bert.serve:endpoints",
     doc="VisualBERT: text + detector region features (2048-d for VQA)",
 )
