@@ -28,7 +28,7 @@ import numpy as np
 from vlexport import families
 from vlexport.artifact import Artifact
 from vlexport.bench.machine import machine_info
-from vlexport.serving.endpoints import endpoints_for, execute, select
+from vlexport.serving.endpoints import endpoints_for, execute
 from vlexport.serving.repository import model_name, safe_name
 from vlexport.serving.server import TritonProcess
 
@@ -190,7 +190,7 @@ def run(args) -> dict:
               "max_queue_delay_us": args.delay_us, "artifacts": []}
     for path in args.artifact:
         art = Artifact(path)
-        eps = select(endpoints_for(art), args.endpoint)
+        eps = [e for e in endpoints_for(art) if not args.endpoint or e.name in args.endpoint]
         entry = {"artifact": str(path), "architecture": art.architecture, "config": {k: art.config.get(k) for k in (
             "hidden_size", "num_hidden_layers") if k in art.config}, "endpoints": []}
         result["artifacts"].append(entry)

@@ -191,3 +191,19 @@ def test_sigterm_with_requests_in_flight_shuts_down_cleanly(served):
     assert stopped < 45
     print("outcomes:", {o: outcomes.count(o) for o in set(outcomes)}, "stopped in", round(stopped, 1), "s")
     assert len(outcomes) == 48 and outcomes.count("answered") >= 1, outcomes
+
+
+def test_sigkill_of_vlexport_serve_takes_tritonserver_down(tiny_artifacts):
+    """`vlexport serve` killed hard (SIGKILL: no handler runs) leaves no tritonserver holding the ports."""
+    import signal
+    import subprocess
+
+    server = Server([tiny_artifacts[MODEL]])
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and server.ready():
+        time.sleep(0.5)
+    assert not server.ready(), "tritonserver still answers after its parent was killed"
+    left = subprocess.run(["pgrep", "-f", f"--http-port={server.http}"], capture_output=True, text=True).stdout.split()
+    assert not left, f"tritonserver processes left behind: {left}"

@@ -88,6 +88,17 @@ def _endpoint_names(artifact, wanted) -> list | None:
     return [e.name for e in endpoints_for(artifact) if e.name in wanted]
 
 
+def _die_with_parent():
+    """In the child before exec (Linux): SIGTERM when the process that started it dies, so a
+    `vlexport serve` killed with SIGKILL leaves no tritonserver holding the ports."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -152,8 +163,9 @@ class TritonProcess:
 
     def start(self, timeout: float = 300.0, progress=None):
         self._log = open(self.log_path, "wb")
+        # its own session: a Ctrl-C in the terminal reaches only us, and we forward SIGTERM (Triton's drain)
         self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=_environment(self.dist),
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
