@@ -187,3 +187,38 @@ def test_serve_without_the_serve_extra_says_what_to_install(tiny, capsys):
         pytest.skip("PyTriton is installed here: the running-server tests (tests/test_serve.py) cover serve")
     assert main(["serve", str(tiny["tiny-visualbert-vqa"])]) == 2
     assert "pip install 'vlexport[serve]'" in capsys.readouterr().err
+
+
+def test_python_backend_models_of_a_written_repository_run_in_triton(tiny, tmp_path):
+    """The deploy-mode repository's Python-backend model (model.py + its own artifact copy, found
+    relative to its version folder) loaded by a real tritonserver (PyTriton's, which has only the
+    Python backend: the repository is written with the processor endpoint alone)."""
+    from serve_kit import free_ports, infer, serve_python
+
+    py, why = serve_python()
+    if py is None:
+        pytest.skip(why)
+    import subprocess
+
+    http = pytest.importorskip("tritonclient.http")
+    art = tiny["tiny-dual-encoder"]
+    repo = tmp_path / "repo"
+    assert main(["triton-repo", str(art), "--out", str(repo), "--endpoints", "text_features"]) == 0
+    h, g, m = free_ports(3)
+    script = ("import sys, time; from vlexport.serving.server import TritonProcess\n"
+              f"p = TritonProcess([], repository_dir={str(repo)!r}, http_port={h}, grpc_port={g}, metrics_port={m})\n"
+              "p.start(); print('ready', flush=True); sys.stdin.read(); p.stop(); p.cleanup()\n")
+    proc = subprocess.Popen([py, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"ready", proc.stderr.read().decode()[-3000:]
+        client = http.InferenceServerClient(f"127.0.0.1:{h}")
+        texts = np.array([[b"a photo of a cat"], [b"two dogs"]], dtype=object)
+        got = infer(client, "tiny-dual-encoder_text_features", {"text": texts}, ["text_embeds"])["text_embeds"]
+        client.close()
+        model = vlexport.load(art)
+        want = model.get_text_features(**model.processor(text=["a photo of a cat", "two dogs"])).pooler_output
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    finally:
+        proc.stdin.close()
+        proc.wait(60)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-3000:]

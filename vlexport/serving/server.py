@@ -111,7 +111,10 @@ class TritonProcess:
     """A tritonserver subprocess over a serve-mode repository of one or more artifacts."""
 
     def __init__(self, artifacts: list, *, host="127.0.0.1", http_port=8000, grpc_port=8001, metrics_port=8002,
-                 exit_timeout: int = 30, log_verbose: int = 0, **repo_options):
+                 exit_timeout: int = 30, log_verbose: int = 0, repository_dir=None, **repo_options):
+        """repository_dir: serve an existing model repository (e.g. one `vlexport triton-repo` wrote, whose
+        Python-backend models then run here; its native ONNX/TensorRT models need a full Triton) instead
+        of writing one for `artifacts`."""
         from vlexport.serving import repository
 
         self.dist = tritonserver_dist()
@@ -121,7 +124,7 @@ class TritonProcess:
         self.models = []
         try:
             self.backends = _workspace(self.dist, self.workdir)
-            repo = self.workdir / "models"
+            repo = Path(repository_dir) if repository_dir is not None else self.workdir / "models"
             names = repo_options.pop("names", None) or [None] * len(artifacts)
             wanted = repo_options.pop("endpoints", None)
             per_artifact = [_endpoint_names(art, wanted) for art in artifacts]
