@@ -29,7 +29,7 @@ MODEL = "tiny-visualbert-vqa"
 @pytest.fixture(scope="module")
 def served(tiny_artifacts):
     art = tiny_artifacts[MODEL]
-    server = Server([art], "--max-queue-delay-us", "20000")
+    server = Server([art], "--max-queue-delay-us", "20000", "--instances", "2")
     yield server, art
     server.terminate()
 
@@ -52,6 +52,7 @@ def test_health_and_metadata(served):
     assert [o["name"] for o in meta["outputs"]] == ["logits"]
     cfg = client.get_model_config(MODEL)
     assert cfg["max_batch_size"] == 32 and "dynamic_batching" in cfg
+    assert [(g["count"], g["kind"]) for g in cfg["instance_group"]] == [(2, "KIND_CPU")]  # --instances 2
 
 
 def test_eight_concurrent_clients_match_vlexport_load(served):
