@@ -227,7 +227,7 @@ def report(result: dict, out: Path):
     out.parent.mkdir(parents=True, exist_ok=True)
     (out.with_suffix(".json")).write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
-    lines = [f"# `vlexport serve` under load (CPU)", "",
+    lines = ["# `vlexport serve` under load (CPU)", "",
              f"**Machine**: {m.get('date', '')} {m.get('cpu', '')} ({m.get('logical_cores', '?')} logical cores, "
              f"{m.get('threads_used', '?')} threads per model instance); {result['seconds_per_point']} s per point, one "
              f"example per request, dynamic batching delay {result['max_queue_delay_us']} us.", "",

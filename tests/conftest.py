@@ -83,7 +83,7 @@ if _settings is not None:
 
 
 # ----------------------------------------------------------------------------- tiny artifacts, built once
-TINY_IDS = ("tiny-visualbert-vqa", "tiny-vilt-vqa", "tiny-dual-encoder", "tiny-captioner", "tiny-vipllava")
+from serve_kit import TINY as TINY_IDS  # noqa: E402  (every family's built-in tiny model)
 
 
 @pytest.fixture(scope="session")

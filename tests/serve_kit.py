@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +17,6 @@ import sys
 import time
 import urllib.request
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -51,13 +49,6 @@ def free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
-
-
-def build_tiny(model_id: str, out: Path) -> Path:
-    from vlexport.cli import main
-
-    assert main(["build", "--model", model_id, "--out", str(out), "--quiet"]) == 0
-    return out
 
 
 class Server:
@@ -131,8 +122,3 @@ def png_bytes(img) -> bytes:
     buf = io.BytesIO()
     (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst

@@ -8,16 +8,6 @@ from pathlib import Path
 from vlexport.errors import ConfigError
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise ConfigError(f"expected a positive integer, got {text!r}") from None
-    if n < 1:
-        raise ConfigError(f"expected a positive integer, got {n}")
-    return n
-
-
 def _common(p):
     p.add_argument("--endpoints", nargs="+", metavar="NAME", help="serve only these endpoints (default: every graph and "
                    "processor endpoint; `vlexport triton-repo --list` shows them)")
@@ -57,7 +47,6 @@ def cmd_serve(args) -> int:
 
 def cmd_triton_repo(args) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from vlexport.artifact import Artifact
     from vlexport.serving import repository
@@ -71,13 +60,7 @@ def cmd_triton_repo(args) -> int:
         if args.out is None:
             raise ConfigError("--out REPO is required (or --list to show what would be written)")
         models = repository.write(art, args.out, mode="deploy", name=name, platform=args.platform, **opts)
-    table = Table(title=f"Triton models{'' if args.list else f' written to {args.out}'}")
-    for col in ("model", "platform", "inputs", "outputs", "max batch"):
-        table.add_column(col, overflow="fold")
-    for m in models:
-        cfg = m["config"]
-        table.add_row(m["name"], m["platform"], ", ".join(t["name"] for t in cfg["input"]),
-                      ", ".join(t["name"] for t in cfg["output"]), str(cfg["max_batch_size"]))
+    table = repository.models_table(models, f"Triton models{'' if args.list else f' written to {args.out}'}")
     Console(highlight=False).print(table)
     return 0
 

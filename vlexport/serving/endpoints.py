@@ -169,10 +169,11 @@ def decode_texts(name: str, x) -> list[str]:
 
 
 def decode_images(name: str, x) -> list:
-    """(batch, n) BYTES tensor of encoded image files -> per row a list of n PIL images."""
-    import io
+    """(batch, n) BYTES tensor of encoded image files -> per row a list of n PIL images (opened with
+    vlexport.processing.images.open_image: the size is checked from the header before decoding)."""
+    from PIL import Image
 
-    from PIL import Image, UnidentifiedImageError
+    from vlexport.processing.images import open_image
 
     rows = []
     arr = np.asarray(x, dtype=object)
@@ -183,10 +184,10 @@ def decode_images(name: str, x) -> list:
             if not isinstance(v, (bytes, np.bytes_)) or not len(v):
                 raise InputError(f"input '{name}'[{i}][{j}] is {'empty' if isinstance(v, bytes) else type(v).__name__}"
                                  f"; expected the bytes of an image file (JPEG, PNG, ...)")
+            img = open_image(bytes(v), f"input '{name}'[{i}][{j}]")
             try:
-                img = Image.open(io.BytesIO(bytes(v)))
                 img.load()
-            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
                 raise InputError(f"input '{name}'[{i}][{j}] is not a readable image file "
                                  f"({type(exc).__name__}: {str(exc)[:100]})") from None
             images.append(img)

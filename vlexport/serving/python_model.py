@@ -10,8 +10,6 @@ import logging
 import traceback
 from pathlib import Path
 
-import numpy as np
-
 from vlexport.errors import VlexportError
 
 log = logging.getLogger("vlexport.serve")
@@ -41,14 +39,10 @@ class EndpointModel:
         from vlexport.serving.endpoints import execute
 
         results = execute(self.pipeline, self.endpoint, requests)
-        out = []
         for r in results:
             if isinstance(r, BaseException) and not isinstance(r, VlexportError):
                 log.error("%s: internal error\n%s", self.name, "".join(traceback.format_exception(r)))
-            if isinstance(r, dict):  # Triton wants numpy arrays; bytes outputs as object arrays
-                r = {k: (v if v.dtype != object else np.asarray(v, dtype=object)) for k, v in r.items()}
-            out.append(r)
-        return out
+        return results
 
     @staticmethod
     def is_user_error(exc: BaseException) -> bool:

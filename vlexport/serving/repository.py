@@ -145,6 +145,21 @@ def plan(artifact, *, mode: str, name: str | None = None, endpoints=None, precis
     return out
 
 
+def write_models(artifact, models: list[dict], folder: Path, mode: str) -> None:
+    """plan()'s models into `folder`: config.pbtxt and version folder 1 each."""
+    for m in models:
+        version = folder / m["name"] / "1"
+        version.mkdir(parents=True)
+        (folder / m["name"] / "config.pbtxt").write_text(dumps(m["config"]) + "\n")
+        if m["platform"] == "python":
+            shutil.copy2(MODEL_PY, version / "model.py")
+            if mode == "deploy":
+                copy_artifact(artifact, version / "artifact")
+        else:
+            for dst, rel in m["files"].items():
+                _link_or_copy(artifact.file(rel), version / dst)
+
+
 def write(artifact, out: Path, **options) -> list[dict]:
     """Write the repository atomically (staged beside `out`, then renamed); returns plan()'s models."""
     from vlexport.fsutil import staging_dir
@@ -152,19 +167,22 @@ def write(artifact, out: Path, **options) -> list[dict]:
     mode = options.setdefault("mode", "deploy")
     models = plan(artifact, **options)
     with staging_dir(Path(out), check=_check_repo_folder) as tmp:
-        for m in models:
-            folder = tmp / m["name"]
-            version = folder / "1"
-            version.mkdir(parents=True)
-            (folder / "config.pbtxt").write_text(dumps(m["config"]) + "\n")
-            if m["platform"] == "python":
-                shutil.copy2(MODEL_PY, version / "model.py")
-                if mode == "deploy":
-                    copy_artifact(artifact, version / "artifact")
-            else:
-                for dst, rel in m["files"].items():
-                    _link_or_copy(artifact.file(rel), version / dst)
+        write_models(artifact, models, tmp, mode)
         summary = {"vlexport_repository": 1, "artifact": str(artifact.path), "mode": mode,
                    "models": [{k: m[k] for k in ("name", "endpoint", "kind", "platform")} for m in models]}
         (tmp / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     return models
+
+
+def models_table(models: list[dict], title: str, second: str = "platform"):
+    """A rich Table of plan()'s models (what `serve` and `triton-repo` print)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("model", second, "inputs", "outputs", "max batch"):
+        table.add_column(col, overflow="fold")
+    for m in models:
+        cfg = m["config"]
+        table.add_row(m["name"], m[second], ", ".join(t["name"] for t in cfg["input"]),
+                      ", ".join(t["name"] for t in cfg["output"]), str(cfg["max_batch_size"]))
+    return table

@@ -79,15 +79,6 @@ def _environment(dist: Path) -> dict:
     return env
 
 
-def _endpoint_names(artifact, wanted) -> list | None:
-    """--endpoints across several artifacts: each serves the names it has (None: all of them)."""
-    if not wanted:
-        return None
-    from vlexport.serving.endpoints import endpoints_for
-
-    return [e.name for e in endpoints_for(artifact) if e.name in wanted]
-
-
 def _die_with_parent():
     """In the child before exec (Linux): SIGTERM when the process that started it dies, so a
     `vlexport serve` killed with SIGKILL leaves no tritonserver holding the ports."""
@@ -127,22 +118,17 @@ class TritonProcess:
             repo = Path(repository_dir) if repository_dir is not None else self.workdir / "models"
             names = repo_options.pop("names", None) or [None] * len(artifacts)
             wanted = repo_options.pop("endpoints", None)
-            per_artifact = [_endpoint_names(art, wanted) for art in artifacts]
-            staging = self.workdir / "staging"
-            for art, name, eps in zip(artifacts, names, per_artifact):
-                if eps == []:
-                    continue  # none of the endpoints asked for is this artifact's
-                part = staging / art.path.name
-                self.models += repository.write(art, part, mode="serve", name=name, endpoints=eps, **repo_options)
-                for m in part.iterdir():
-                    if m.is_dir():
-                        if (repo / m.name).exists():
-                            raise ConfigError(f"two artifacts give the Triton model name '{m.name}'; pass --name")
-                        repo.mkdir(exist_ok=True)
-                        os.replace(m, repo / m.name)
+            for art, name in zip(artifacts, names):
+                # --endpoints across several artifacts: each serves the names it has
+                models = [m for m in repository.plan(art, mode="serve", name=name, **repo_options)
+                          if not wanted or m["endpoint"] in wanted]
+                clash = {m["name"] for m in models} & {m["name"] for m in self.models}
+                if clash:
+                    raise ConfigError(f"two artifacts give the Triton model name(s) {sorted(clash)}; pass --name")
+                repository.write_models(art, models, repo, "serve")
+                self.models += models
             if wanted:
-                have = {m["endpoint"] for m in self.models}
-                missing = [n for n in wanted if n not in have]
+                missing = [n for n in wanted if n not in {m["endpoint"] for m in self.models}]
                 if missing:
                     from vlexport.errors import InputError
 
@@ -220,7 +206,8 @@ class TritonProcess:
 def serve(artifacts: list, **options) -> int:
     """Start the server, print what it serves, run until SIGTERM/SIGINT; returns Triton's exit code."""
     from rich.console import Console
-    from rich.table import Table
+
+    from vlexport.serving import repository
 
     console = Console(stderr=True, highlight=False)
     server = TritonProcess(artifacts, **options)
@@ -235,14 +222,8 @@ def serve(artifacts: list, **options) -> int:
     try:
         with console.status(f"starting Triton ({len(server.models)} models) ..."):
             server.start()
-        table = Table(title=f"Triton serving on {server.host}: HTTP {server.http_port}, gRPC {server.grpc_port}, "
-                            f"metrics {server.metrics_port}")
-        for col in ("model", "kind", "inputs", "outputs", "max batch"):
-            table.add_column(col, overflow="fold")
-        for m in server.models:
-            cfg = m["config"]
-            table.add_row(m["name"], m["kind"], ", ".join(t["name"] for t in cfg["input"]),
-                          ", ".join(t["name"] for t in cfg["output"]), str(cfg["max_batch_size"]))
+        table = repository.models_table(server.models, f"Triton serving on {server.host}: HTTP {server.http_port}, "
+                                        f"gRPC {server.grpc_port}, metrics {server.metrics_port}", second="kind")
         console.print(table)
         console.print(f"health: {server.http_url}/v2/health/ready   metrics: http://{server.host}:{server.metrics_port}/metrics"
                       f"   stop: Ctrl-C or SIGTERM")
