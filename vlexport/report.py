@@ -86,6 +86,25 @@ def manifest_tables(m: dict) -> list:
                       T(f"TensorRT {e.get('tensorrt_version')} on {e.get('gpu')} (sm {e.get('compute_capability')})"))
         tables.append(t)
 
+        search = ((g.get("onnx") or {}).get("int8") or {}).get("search") or {}
+        if search.get("nodes"):
+            t = Table(title=Text(f"graph '{gname}': int8 nodes not on the plain dynamic kernel (plain int8 missed "
+                                 f"the gate; {search.get('fallback')} chosen for the most sensitive)"))
+            for col in ("node", "runs as", "simulated int8 error", "input outlier ratio"):
+                t.add_column(col)
+            for n in search["nodes"]:
+                t.add_row(T(n["name"]), T(n["as"]), T(_fmt(n.get("rel_error"))), T(_fmt(n.get("outlier_ratio"))))
+            tables.append(t)
+            t = Table(title=Text(f"graph '{gname}': int8 trade-off (every candidate tried, opt shape, batch 1)"))
+            for col in ("accurate int8", "fp32", "worst row cosine", "top-1", "speed vs fp32", "passed"):
+                t.add_column(col)
+            for r in search.get("trials", []):
+                speed = r["fp32_ms_at_opt_b1"] / r["ms_at_opt_b1"] if r.get("ms_at_opt_b1") else None
+                t.add_row(T(r.get("accurate_int8")), T(r.get("fp32")), T(_fmt(r.get("min_cosine"))),
+                          T(", ".join(_fmt(x) for x in (r.get("top1") or {}).values())),
+                          T(f"{speed:.2f}x" if speed else ""), T(r.get("passed")))
+            tables.append(t)
+
         t = Table(title=Text(f"graph '{gname}': validation"))
         for col in ("check", "shapes/cases", "largest", "max abs err", "worst row cosine", "top-1", "passed"):
             t.add_column(col)

@@ -177,6 +177,9 @@ class GraphSpec:
     inputs: list[InputSpec]
     outputs: list[OutputSpec]
     make_inputs: Callable[..., dict] | None = None  # (sizes: {axis: int}, rng, pad: bool) -> numpy feeds
+    # (sizes, rng, pad, processor) -> feeds as users send them (real texts/photos through the processor):
+    # what reduced precisions are gated and calibrated on; make_inputs' random ones stay a stress case
+    make_real_inputs: Callable[..., dict] | None = None
     tolerance: float = 1e-4  # fp32 max-abs error against the PyTorch reference (plus rtol 1e-4)
     fp16_keep_fp32_ops: tuple = ()  # op types kept fp32 in the fp16 graph, on top of the defaults
     fp16_cosine: float = 0.999

@@ -250,7 +250,7 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
 
         if precisions:
             for graph in (g for g in spec.graphs if g.name in runners):  # streamed graphs have no fp32 graph
-                _reduced_precisions(graph, spec, manifest, stage, runners[graph.name], opts, st)
+                _reduced_precisions(graph, spec, manifest, stage, runners[graph.name], opts, st, processor)
 
         (stage / "config.json").write_text(json.dumps(manifest["config"], indent=2) + "\n")
         processor.save_pretrained(stage)
@@ -352,35 +352,69 @@ def _simplify_note(simp: dict) -> str:
             f"({simp['rule']})")
 
 
-def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOptions, st: Stages):
+def real_inputs(graph, processor):
+    """The graph's realistic input maker bound to the model's processor, or None (then random inputs)."""
+    if graph.make_real_inputs is None:
+        return None
+
+    def make(sizes, rng, pad):
+        return graph.make_real_inputs(sizes, rng, pad, processor)
+
+    make.kind = "realistic"
+    return make
+
+
+def _kind(real) -> str:
+    return "realistic" if real is not None else "random"
+
+
+def _tradeoff_note(search: dict) -> str:
+    rows = []
+    for t in search["trials"]:
+        what = f"{t['accurate_int8']} accurate-int8 + {t['fp32']} fp32 nodes" if t["accurate_int8"] or t["fp32"] \
+            else "plain int8"
+        cos = f"{t['min_cosine']:.4f}" if t["min_cosine"] is not None else "-"
+        top1 = ", ".join(f"{v:.3f}" for v in (t["top1"] or {}).values()) or "-"
+        rows.append(f"{what}: worst cosine {cos}, top-1 {top1}, {t['fp32_ms_at_opt_b1'] / t['ms_at_opt_b1']:.2f}x fp32 speed"
+                    f"{' (passes)' if t['passed'] else ''}")
+    kept = ", ".join(f"{n['name']} ({n['as']}, simulated error {n['rel_error']:.3f})" for n in search["nodes"])
+    return "int8 trade-off at the opt shape, batch 1:\n  " + "\n  ".join(rows) + f"\n  chosen: {kept}"
+
+
+def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOptions, st: Stages, processor=None):
     """fp16 validation, int8 quantization + validation, and the TensorRT engine of one graph."""
     from vlexport.export.validate import int8_gate, precision_cases, validate_precision
 
     entry, axes, stem = manifest["graphs"][graph.name], spec.axes_for(graph), graph.file_stem
     seen = entry["trace_sizes"]
+    real = real_inputs(graph, processor)
     if opts.fp16:
         n = len(precision_cases(axes, opts.fp16_samples, seen))
-        with st.stage(f"Validating '{graph.name}' fp16 on {n} inputs over the whole range (ORT CPU)", steps=n) as adv:
+        with st.stage(f"Validating '{graph.name}' fp16 on {n} {_kind(real)} inputs over the whole range (ORT CPU)",
+                      steps=n) as adv:
             rep = validate_precision(fp32, _runner(stage / f"{stem}.fp16.onnx", opts.threads), graph, axes,
                                      f"the fp16 '{graph.name}' graph", n_samples=opts.fp16_samples,
-                                     min_cosine=graph.fp16_cosine, seen=seen, progress=adv)
+                                     min_cosine=graph.fp16_cosine, seen=seen, progress=adv, make_inputs=real)
         entry["validation"]["fp16"] = rep
         st.note(_precision_note("fp16", rep))
 
     if opts.int8:
         gate = {**int8_gate(manifest["source"]["weights"]), "min_cosine": graph.int8_cosine}
         n = len(precision_cases(axes, opts.int8_samples, seen))
-        with st.stage(f"Quantizing '{graph.name}' to int8 (dynamic) and validating on {n} inputs", steps=n) as adv:
-            from vlexport.export.quantize import quantize_int8
+        with st.stage(f"Quantizing '{graph.name}' to int8 and validating on {n} {_kind(real)} inputs "
+                      f"(more trials if it misses the gate)") as adv:
+            from vlexport.export.int8_search import quantize_gated
 
-            facts = quantize_int8(stage / f"{stem}.onnx", stage / f"{stem}.int8.onnx",
-                                  keep_weight_shapes=graph.int8_keep_fp32_weights)
-            rep = validate_precision(fp32, _runner(stage / f"{stem}.int8.onnx", opts.threads), graph, axes,
-                                     f"the int8 '{graph.name}' graph", n_samples=opts.int8_samples, seen=seen,
-                                     progress=adv, **gate)
+            facts, rep = quantize_gated(stage / f"{stem}.onnx", stage / f"{stem}.int8.onnx", graph, axes, fp32, gate,
+                                        runner=lambda p: _runner(p, opts.threads), samples=opts.int8_samples,
+                                        seen=seen, threads=opts.threads, make_inputs=real,
+                                        keep_weight_shapes=graph.int8_keep_fp32_weights, progress=adv,
+                                        note=lambda m: st.note(m, "yellow"))
         entry["onnx"]["int8"] = onnx_entry(stage, f"{stem}.int8.onnx", **(facts or {}))
         entry["validation"]["int8"] = rep
         st.note(_precision_note("int8", rep))
+        if facts["search"]["nodes"]:
+            st.note(_tradeoff_note(facts["search"]))
 
     if opts.fp16:
         from vlexport.tensorrt.engine import maybe_build_engine

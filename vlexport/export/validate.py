@@ -167,9 +167,11 @@ def precision_cases(axes: dict, n_samples: int, seen: dict | None = None, extra_
 
 def validate_precision(reference, candidate, graph, axes: dict, label: str, n_samples: int = 100,
                        min_cosine: float = 0.999, min_top1: float | None = 0.99, min_top5: float | None = None,
-                       seen: dict | None = None, extra_sizes=(), progress=None) -> dict:
+                       seen: dict | None = None, extra_sizes=(), progress=None, make_inputs=None) -> dict:
     """A reduced-precision graph (or engine) against the fp32 graph on `precision_cases`. A threshold
-    of None is reported, not gated. Raises ValidationError naming every failed gate."""
+    of None is reported, not gated. Raises ValidationError naming every failed gate.
+    make_inputs: (sizes, rng, pad) -> feeds; default the graph's random maker (e.g. the realistic one)."""
+    make_inputs = make_inputs or graph.make_inputs
     rng = np.random.default_rng(99)
     cases = precision_cases(axes, n_samples, seen, extra_sizes)
     outs = _outputs(graph)
@@ -177,7 +179,7 @@ def validate_precision(reference, candidate, graph, axes: dict, label: str, n_sa
     worst_case = {n: (2.0, None) for n in outs}
     nonfinite = []
     for sizes, pad in cases:
-        feeds = graph.make_inputs(sizes, rng, pad=pad)
+        feeds = make_inputs(sizes, rng, pad)
         ref, got = reference(feeds), candidate(feeds)
         for name, o in outs.items():
             p = metrics.parity(ref[name], got[name], o.classes, o.masked_below)
@@ -199,6 +201,7 @@ def validate_precision(reference, candidate, graph, axes: dict, label: str, n_sa
         "top5_agreement": {n: m["top5"] for n, m in merged.items() if "top5" in m},
         "nonfinite": len(nonfinite),
         "thresholds": {"min_cosine": min_cosine, "min_top1": min_top1, "min_top5": min_top5},
+        "inputs": getattr(make_inputs, "kind", "random"),
     }
     problems = []
     if nonfinite:
@@ -215,7 +218,9 @@ def validate_precision(reference, candidate, graph, axes: dict, label: str, n_sa
             problems.append(f"top-5 agreement of '{n}' {v:.3f} < {min_top5}")
     report["passed"] = not problems
     if problems:
-        raise ValidationError(f"{label} fails validation against fp32: " + "; ".join(problems))
+        error = ValidationError(f"{label} fails validation against fp32: " + "; ".join(problems))
+        error.report = report  # the figures, for a caller that tries alternatives (int8 search)
+        raise error
     return report
 
 

@@ -84,7 +84,11 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
     def make_inputs(sizes: dict, rng: np.random.Generator, pad: bool = True) -> dict:
         return _make_inputs(config, images, sizes, rng, pad)
 
-    graph = GraphSpec("model", inputs, outputs, make_inputs=make_inputs, tolerance=1e-4)
+    def make_real_inputs(sizes: dict, rng: np.random.Generator, pad: bool, processor) -> dict:
+        return _real_inputs(config, sizes, rng, pad, processor, make_inputs)
+
+    graph = GraphSpec("model", inputs, outputs, make_inputs=make_inputs, tolerance=1e-4,
+                      make_real_inputs=make_real_inputs)
     return ModelSpec(family=FAMILY, architecture=architecture, task=TASKS[architecture], graphs=[graph],
                      axes=ranges, pipeline="classify",
                      notes="image-token rows of last_hidden_state keep every patch in row-major order "
@@ -112,3 +116,29 @@ def _make_inputs(config, images, sizes, rng, pad):
         pixel *= pmask[..., None, :, :]
     return {"input_ids": rng.integers(0, config.vocab_size, size=(B, T), dtype=np.int64), "attention_mask": mask,
             "token_type_ids": np.zeros((B, T), np.int64), "pixel_values": pixel, "pixel_mask": pmask}
+
+
+def _real_inputs(config, sizes, rng, pad, processor, make_inputs):
+    """Inputs as users send them: corpus questions through the tokenizer (right-padded to the case's length),
+    photographs resized to each image's valid rectangle and rescaled/normalized as the image processor does,
+    on the random maker's padding layout (pixel_mask)."""
+    from vlexport import calibration
+    from vlexport.processing.images import rescale_normalize
+
+    feeds = make_inputs(sizes, rng, pad)
+    if processor is None:
+        return feeds
+    B, T = sizes["batch"], sizes["text"]
+    enc = processor.tokenizer(calibration.sample_texts(rng, B, "questions"), padding="max_length", truncation=True,
+                              max_length=T)
+    feeds["input_ids"] = np.minimum(np.asarray(enc["input_ids"], np.int64), config.vocab_size - 1)
+    feeds["attention_mask"] = np.asarray(enc["attention_mask"], np.int64)
+    ip = processor.image_processor
+    pixel, pmask = feeds["pixel_values"], feeds["pixel_mask"]
+    for idx in np.ndindex(*pmask.shape[:-2]):
+        h, w = int(pmask[idx][:, 0].sum()), int(pmask[idx][0].sum())
+        img = calibration.photo_at(rng, h, w)
+        pixel[idx] = 0.0
+        pixel[idx][:, :h, :w] = rescale_normalize(img, do_rescale=ip.do_rescale, rescale_factor=ip.rescale_factor,
+                                                  do_normalize=ip.do_normalize, mean=ip.image_mean, std=ip.image_std)
+    return feeds

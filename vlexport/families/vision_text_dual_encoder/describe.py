@@ -40,7 +40,7 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
         [OutputSpec("image_embeds", ("batch", P))],
         make_inputs=lambda sizes, rng, pad=True: {"pixel_values": rng.uniform(
             -1, 1, size=(sizes["batch"], v.num_channels, v.image_size, v.image_size)).astype(np.float32)},
-        tolerance=1e-4)
+        make_real_inputs=_real_images, tolerance=1e-4)
     text_inputs = [
         InputSpec("input_ids", ("batch", "text"), low=0, high=t.vocab_size, doc="token ids", **ids),
         InputSpec("attention_mask", ("batch", "text"), low=0, high=2, default=1, doc="1 for real tokens", **ids),
@@ -54,6 +54,7 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
     # texts: 0.989), so its gate there is 0.98; real-text figures are the MiniLM test's.
     text = GraphSpec("text", text_inputs, [OutputSpec("text_embeds", ("batch", P))],
                      make_inputs=lambda sizes, rng, pad=True: _text_inputs(t, sizes, rng, pad), tolerance=1e-4,
+                     make_real_inputs=lambda sizes, rng, pad, proc: _real_texts(t, sizes, rng, pad, proc),
                      int8_cosine=0.98, int8_keep_fp32_weights=((t.hidden_size, t.intermediate_size),))
 
     ranges = default_axes(config)
@@ -78,4 +79,25 @@ def _text_inputs(t, sizes, rng, pad):
     feeds = {"input_ids": ids, "attention_mask": mask}
     if t.has_token_type_ids:
         feeds["token_type_ids"] = np.zeros((B, T), np.int64)
+    return feeds
+
+
+def _real_images(sizes, rng, pad, processor):
+    """Random crops of real photographs through the image processor (resize, crop, normalize)."""
+    from vlexport import calibration
+
+    return {"pixel_values": processor(images=calibration.photo_crops(rng, sizes["batch"]))["pixel_values"]}
+
+
+def _real_texts(t, sizes, rng, pad, processor):
+    """Corpus captions and questions through the tokenizer, padded (or cut) to the case's length."""
+    from vlexport import calibration
+
+    feeds = _text_inputs(t, sizes, rng, pad)
+    enc = processor(text=calibration.sample_texts(rng, sizes["batch"]), padding="max_length", truncation=True,
+                    max_length=sizes["text"])
+    for name in feeds:
+        if name in enc:
+            feeds[name] = np.asarray(enc[name], np.int64)
+    feeds["input_ids"] = np.minimum(feeds["input_ids"], t.vocab_size - 1)
     return feeds

