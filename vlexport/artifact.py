@@ -220,16 +220,24 @@ class Artifact:
         """A listed file (checked as `file`), or None when the artifact does not have it."""
         return self.file(rel) if rel in self.manifest["files"] else None
 
-    def onnx_file(self, graph: str, precision: str) -> Path:
+    def onnx_file(self, graph: str, precision: str, variant: str | None = None) -> Path:
         """The ONNX graph of `graph` at `precision`, with its external-data files checked, and the graph's
-        own external-data references confined to those files."""
+        own external-data references confined to those files. variant: a copy recorded inside the entry
+        (e.g. "ort_fused", the ONNX-Runtime-only fused fp32 graph)."""
         entry = self.onnx_entry(graph, precision)
+        if variant is not None:
+            entry = entry.get(variant)
+            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+                raise ArtifactError(f"artifact '{self.path}' has no {variant} {precision} graph for '{graph}'")
         data = list(entry.get("data", []))
         for rel in data:
             self.file(rel)
         main = self.file(entry["file"])
         _check_external_data(main, set(data), self)
         return main
+
+    def has_variant(self, graph: str, precision: str, variant: str) -> bool:
+        return isinstance(self.graph_entry(graph).get("onnx", {}).get(precision, {}).get(variant), dict)
 
     def engine_file(self, graph: str, precision: str = "fp16") -> Path:
         return self.file(self.engine_entry(graph, precision)["file"])

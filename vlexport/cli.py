@@ -51,6 +51,9 @@ def _add_model_args(p):
                 seen.add(flags[0])
                 p.add_argument(*flags, **{**kw, "help": f"{kw.get('help', '')} ({fam.name})"})
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim/onnxslim")
+    p.add_argument("--fuse", choices=["auto", "always", "never"], default="auto",
+                   help="an ONNX-Runtime-only fp32 graph with fused attention/SkipLayerNorm/BiasGelu: auto keeps it "
+                        "when validated and faster, always when validated (default auto)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads used while validating and timing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -107,7 +110,7 @@ def _build_kwargs(args, onnx_only: bool) -> dict:
     options = {name: True for name in given}
     defaults = family.describe(arch, family.config_from_dict(cfg), **options).axes
     kw = dict(task=args.task, random_weights=args.random_weights, revision=args.revision,
-              axes=axes_from_flags(args, defaults), options=options, simplify=not args.no_simplify,
+              axes=axes_from_flags(args, defaults), options=options, simplify=not args.no_simplify, fuse=args.fuse,
               threads=args.threads, onnx_only=onnx_only, progress=not args.quiet,
               compose=(composer[0].name, composer[1]) if composer else None)
     if not onnx_only:

@@ -35,6 +35,8 @@ SIMPLIFY_MIN_WINS = 0.8
 # ... and by at least this much per call: sub-millisecond graphs (tiny models) differ by less than the
 # timing noise of a loaded machine, so their choice would flip from build to build
 SIMPLIFY_MIN_GAIN_MS = 0.5
+# the ORT-fused fp32 graph is kept when this much faster (fusion gains are smaller than a simplifier's mistakes)
+FUSE_MIN_GAIN = 0.04
 # an int4 graph against the numpy reference on the same int4-rounded weights differs only by kernel
 # arithmetic: MatMulNBits quantizes activations to int8 at accuracy level 4 (worst row 0.9967 measured on
 # the tiny random VipLlava; a weight-layout bug gives ~0)
@@ -55,6 +57,7 @@ class BuildOptions:
     axes: dict[str, AxisRange] = field(default_factory=dict)
     options: dict = field(default_factory=dict)  # the family's build options (e.g. with_alignment)
     simplify: bool = True
+    fuse: str = "auto"  # ORT-fused fp32 graph: "auto" (kept when faster), "always" (kept when valid), "never"
     threads: int | None = None
     fp16_samples: int = 100
     int8_samples: int = 200
@@ -83,7 +86,8 @@ def _runner(path, threads):
     return lambda feeds: dict(zip(names, sess.run(names, cast_feeds(feeds, fp16))))
 
 
-def choose_graph(raw: Path, simplified: Path, graph, axes, threads, rounds: int = 7, runs: int = 3) -> dict:
+def choose_graph(raw: Path, simplified: Path, graph, axes, threads, rounds: int = 7, runs: int = 3,
+                 min_gain: float = SIMPLIFY_MIN_GAIN) -> dict:
     """Time both graphs interleaved at the opt shape; keep the simplified one only when its median
     is >= SIMPLIFY_MIN_GAIN faster and it wins >= SIMPLIFY_MIN_WINS of the rounds. A margin, not a
     race: the same build keeps the same graph from run to run unless the two are far apart."""
@@ -102,12 +106,12 @@ def choose_graph(raw: Path, simplified: Path, graph, axes, threads, rounds: int 
                 sessions[k].run(None, feeds)
             times[k].append((time.perf_counter() - t) / runs)
     raw_ms, simp_ms = (float(np.median(times[k])) * 1e3 for k in ("raw", "simplified"))
-    wins = float(np.mean([s < r * (1 - SIMPLIFY_MIN_GAIN) for r, s in zip(times["raw"], times["simplified"])]))
-    keep = (simp_ms <= raw_ms * (1 - SIMPLIFY_MIN_GAIN) and raw_ms - simp_ms >= SIMPLIFY_MIN_GAIN_MS
+    wins = float(np.mean([s < r * (1 - min_gain) for r, s in zip(times["raw"], times["simplified"])]))
+    keep = (simp_ms <= raw_ms * (1 - min_gain) and raw_ms - simp_ms >= SIMPLIFY_MIN_GAIN_MS
             and wins >= SIMPLIFY_MIN_WINS)
     return {"raw_ms": round(raw_ms, 3), "simplified_ms": round(simp_ms, 3), "wins": wins,
             "kept": "simplified" if keep else "raw",
-            "rule": f"simplified kept when >= {SIMPLIFY_MIN_GAIN:.0%} and >= {SIMPLIFY_MIN_GAIN_MS} ms faster in "
+            "rule": f"kept when >= {min_gain:.0%} and >= {SIMPLIFY_MIN_GAIN_MS} ms faster in "
                     f">= {SIMPLIFY_MIN_WINS:.0%} of {rounds} interleaved rounds"}
 
 
@@ -139,7 +143,8 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
 
     # stages per graph: export, simplify, fp32 validation (+ fp16 conversion, fp16 validation, engine,
     # int8); the graph count is known after loading, one graph is assumed until then
-    per_graph = 3 + (not opts.onnx_only) * (2 * opts.fp16 + opts.int8 + opts.fp16 + 2 * opts.int4)
+    per_graph = 3 + (opts.fuse != "never") + (not opts.onnx_only) * (2 * opts.fp16 + opts.int8 + opts.fp16
+                                                                    + 2 * opts.int4)
     st = Stages(1 + per_graph, opts.progress)
     t0 = time.perf_counter()
     with st.stage(f"Loading {opts.model}" + (" (random weights)" if opts.random_weights else "")):
@@ -243,6 +248,11 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
             entry["validation"]["fp32"] = rep
             st.note(f"{rep['shapes']} shapes, worst max-abs error " +
                     ", ".join(f"{k} {v['max_abs_err']:.2e}" for k, v in rep["worst"].items()))
+            if opts.fuse != "never":
+                if written:
+                    st.total -= 1  # a written graph is in its final form
+                else:
+                    _fused_graph(graph, modules[graph.name], stage, scratch, entry, axes, opts, st)
             if opts.int4 and precisions and written:  # while the model (the int4 reference's weights) is alive
                 _int4_graph(graph, module, stage, manifest, axes, runners[graph.name], opts, st)
         modules = loaded.model = None  # the reference is no longer needed: free its weights
@@ -268,6 +278,44 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
         Console(stderr=True).print(Text(f"Built {out} in {manifest['build']['seconds']}s "
                                         f"(peak RSS {manifest['build']['peak_rss_mb']} MB)", style="bold"))
     return out
+
+
+def _fused_graph(graph, module, stage: Path, scratch: Path, entry: dict, axes, opts: BuildOptions, st: Stages):
+    """The ORT-fused copy of the fp32 graph (MultiHeadAttention, SkipLayerNormalization, BiasGelu), validated
+    against PyTorch on the fp32 shape grid and kept only when faster (`--fuse always`: when valid)."""
+    from vlexport.errors import ValidationError
+    from vlexport.export.fuse import fuse_for_ort
+    from vlexport.export.validate import shape_grid, torch_reference, validate_graph
+
+    stem = graph.file_stem
+    n = len(shape_grid(axes, entry["trace_sizes"]))
+    with st.stage(f"Fusing '{graph.name}' for ONNX Runtime (attention, SkipLayerNorm, BiasGelu) and validating on "
+                  f"{n} unseen shapes", steps=n) as adv:
+        fused = scratch / graph.name / "fused" / f"{stem}.ort.onnx"
+        facts = fuse_for_ort(stage / f"{stem}.onnx", fused)
+        if not facts["ops"]:
+            st.note("no fusion matched; the plain fp32 graph serves ONNX Runtime")
+            return
+        try:
+            rep = validate_graph(torch_reference(module), _runner(fused, opts.threads), graph, axes,
+                                 entry["trace_sizes"], progress=adv)
+        except ValidationError as exc:  # a fusion that changes the numbers is dropped, not shipped
+            st.note(f"fused graph dropped: {exc}", "yellow")
+            return
+        timing = choose_graph(stage / f"{stem}.onnx", fused, graph, axes, opts.threads, min_gain=FUSE_MIN_GAIN)
+    keep = opts.fuse == "always" or timing["kept"] == "simplified"
+    what = ", ".join(f"{v} {k}" for k, v in facts["ops"].items())
+    st.note(f"fused ({what}): plain {timing['raw_ms']} ms vs fused {timing['simplified_ms']} ms at the opt shape; "
+            + ("kept for ONNX Runtime" if keep else f"not kept ({timing['rule']})"))
+    if not keep:
+        return
+    for f in fused.parent.iterdir():
+        shutil.move(str(f), stage / f.name)
+    worst = max(w["max_abs_err"] for w in rep["worst"].values())
+    entry["onnx"]["fp32"]["ort_fused"] = onnx_entry(
+        stage, f"{stem}.ort.onnx", **facts, timing={"plain_ms": timing["raw_ms"], "fused_ms": timing["simplified_ms"],
+                                                     "rule": timing["rule"], "forced": opts.fuse == "always"},
+        validation={"shapes": rep["shapes"], "max_abs_err": worst, "passed": rep["passed"]})
 
 
 def compose_model(opts: BuildOptions):

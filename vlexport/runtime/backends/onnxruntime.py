@@ -80,11 +80,15 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, artifact, graph: str = "model", precision: str = "fp32", providers=None,
-                 intra_op_num_threads: int | None = None, allow_spinning: bool | None = None, **_):
+                 intra_op_num_threads: int | None = None, allow_spinning: bool | None = None, fused: bool | None = None,
+                 **_):
         super().__init__(artifact, graph, precision)
-        path = artifact.onnx_file(graph, precision)
-        self.session = make_session(path, intra_op_num_threads, providers or choose_providers(precision, artifact, graph),
-                                    allow_spinning=allow_spinning)
+        providers = providers or choose_providers(precision, artifact, graph)
+        # the fused fp32 graph (com.microsoft ops) where the build kept one, except for TensorRT's provider
+        self.fused = (artifact.has_variant(graph, precision, "ort_fused") and fused is not False
+                      and providers[0] != "TensorrtExecutionProvider")
+        path = artifact.onnx_file(graph, precision, "ort_fused" if self.fused else None)
+        self.session = make_session(path, intra_op_num_threads, providers, allow_spinning=allow_spinning)
         self.providers = self.session.get_providers()
         self.device = "cuda" if self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
         self.input_types = {i.name: ORT_TYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
@@ -143,4 +147,5 @@ class OnnxRuntimeBackend(Backend):
         return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))
 
     def describe(self):
-        return f"onnxruntime {self.precision} on {', '.join(self.providers)}"
+        return (f"onnxruntime {self.precision}{' (fused graph)' if self.fused else ''} on "
+                f"{', '.join(self.providers)}")

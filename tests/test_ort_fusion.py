@@ -1,0 +1,86 @@
+"""ORT-fused fp32 graphs (vlexport.export.fuse): onnxscript's fusions match our dynamo graphs (attention as
+MultiHeadAttention with the mask as a bias, SkipLayerNormalization, BiasGelu), keep heavily padded inputs
+correct in both the text and the visual part (the trap of ORT's own BERT optimizer), and the runtime serves
+the fused graph where the build kept it, the plain graph everywhere else."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+import vlexport
+from vlexport.export.build import build
+from vlexport.export.fuse import fuse_for_ort
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def fused_artifact(tmp_path_factory):
+    return build("tiny-visualbert-vqa", tmp_path_factory.mktemp("fuse") / "art", fuse="always", progress=False)
+
+
+def _padded_feeds(rng, batch=4, text=16, visual=12, real_text=(2, 3, 16, 5), real_visual=(1, 12, 2, 3)):
+    """Mostly padding: texts of 2..16 real tokens in 16, regions 1..12 real of 12, in both parts."""
+    from vlexport.families.visual_bert.checkpoints import tiny_config
+
+    cfg = tiny_config()
+    t_mask = (np.arange(text) < np.array(real_text)[:, None]).astype(np.int64)
+    v_mask = (np.arange(visual) < np.array(real_visual)[:, None]).astype(np.int64)
+    return {"input_ids": rng.integers(0, cfg["vocab_size"], (batch, text)), "attention_mask": t_mask,
+            "token_type_ids": np.zeros((batch, text), np.int64),
+            "visual_embeds": rng.standard_normal((batch, visual, cfg["visual_embedding_dim"])).astype(np.float32),
+            "visual_attention_mask": v_mask, "visual_token_type_ids": np.ones((batch, visual), np.int64)}
+
+
+def test_fusions_match_the_dynamo_graph(fused_artifact, tmp_path):
+    facts = fuse_for_ort(fused_artifact / "model.onnx", tmp_path / "f.onnx")
+    layers = json.loads((fused_artifact / "config.json").read_text())["num_hidden_layers"]
+    assert facts["ops"]["MultiHeadAttention"] == layers
+    assert facts["ops"]["SkipLayerNormalization"] == 2 * layers and facts["ops"]["BiasGelu"] == layers
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "f.onnx")).graph.node}
+    assert "Softmax" not in ops  # no attention left unfused
+
+
+def test_the_build_records_and_the_runtime_serves_the_fused_graph(fused_artifact):
+    m = json.loads((fused_artifact / "manifest.json").read_text())
+    fused = m["graphs"]["model"]["onnx"]["fp32"]["ort_fused"]
+    assert fused["file"] == "model.ort.onnx" and fused["validation"]["passed"] and fused["timing"]["forced"]
+    assert "model.ort.onnx" in m["files"]
+    model = vlexport.load(fused_artifact)
+    assert "(fused graph)" in repr(model)
+    assert "(fused graph)" not in repr(vlexport.load(fused_artifact, precision="fp32", fused=False))
+
+
+def test_heavy_padding_gives_the_reference_answer(fused_artifact):
+    """The fused graph vs our PyTorch reference and vs the plain graph, padding in both parts."""
+    from vlexport.reference import from_pretrained
+
+    rng = np.random.default_rng(0)
+    feeds = _padded_feeds(rng)
+    fused = vlexport.load(fused_artifact)(**feeds).logits
+    plain = vlexport.load(fused_artifact, fused=False)(**feeds).logits
+    ref = from_pretrained("tiny-visualbert-vqa").model.eval()
+    with torch.no_grad():
+        want = ref(**{k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()}).logits.numpy()
+    np.testing.assert_allclose(fused, want, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(fused, plain, atol=1e-5, rtol=1e-5)
+    # padding matters: the same rows without masks give other answers
+    loose = vlexport.load(fused_artifact)(**{**feeds, "attention_mask": np.ones_like(feeds["attention_mask"]),
+                                           "visual_attention_mask": np.ones_like(feeds["visual_attention_mask"])})
+    assert np.abs(loose.logits - fused).max() > 1e-3
+
+
+def test_a_tampered_fused_graph_is_refused(fused_artifact, tmp_path):
+    import shutil
+
+    from vlexport.errors import ArtifactError
+
+    copy = tmp_path / "art"
+    shutil.copytree(fused_artifact, copy)
+    (copy / "model.ort.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ArtifactError, match="model.ort.onnx"):
+        vlexport.load(copy)(**_padded_feeds(np.random.default_rng(1)))
