@@ -150,7 +150,7 @@ def int8_artifact(trained_visualbert, tmp_path_factory):
 
     axes = {"batch": AxisRange(1, 1, 4), "text": AxisRange(2, 12, 16), "visual": AxisRange(1, 36, 40)}
     return build(str(trained_visualbert), tmp_path_factory.mktemp("art") / "int8", int8=True, axes=axes,
-                 progress=False)
+                 int8_samples=100, fuse="never", progress=False)
 
 
 def test_plain_int8_misses_the_gate_and_the_search_meets_it(int8_artifact):

@@ -46,7 +46,7 @@ from vlexport import metrics
 from vlexport.bench import timing as stats
 from vlexport.bench.runners import RuntimeRunner, Skip, make_runners
 
-ALL_BACKENDS = ("transformers", "torch", "ort-fp32", "ort-fp16", "ort-int8", "tensorrt-fp16")
+ALL_BACKENDS = ("transformers", "torch", "ort-fp32", "ort-fp32-plain", "ort-fp16", "ort-int8", "tensorrt-fp16")
 REFERENCE = "torch"
 BASELINE = "transformers"
 

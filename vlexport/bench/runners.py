@@ -106,9 +106,10 @@ class TransformersRunner(TorchRunner):
 class RuntimeRunner(Runner):
     """vlexport.load(artifact, backend, precision): the user-facing runtime, wrapper included."""
 
-    def __init__(self, ctx, name, backend, precision):
+    def __init__(self, ctx, name, backend, precision, plain: bool = False):
         super().__init__(ctx)
         self.name, self.backend, self.precision = name, backend, precision
+        self.plain = plain  # the plain fp32 graph even where the build kept an ORT-fused one
 
     def load(self):
         from vlexport.errors import VlexportError
@@ -122,6 +123,8 @@ class RuntimeRunner(Runner):
             if self.backend == "tensorrt":
                 hint = f" ({art.manifest.get('engine_skipped') or 'build with --fp16 on a machine with TensorRT and a GPU'})"
             raise Skip(f"the artifact has no {self.precision} {what}{hint}")
+        if self.plain and not art.has_variant(self.ctx.graph, self.precision, "ort_fused"):
+            raise Skip("the artifact has no fused fp32 graph: ort-fp32 is the plain graph")
         if self.backend == "tensorrt":
             from vlexport.runtime.backends import backend_class
 
@@ -133,6 +136,8 @@ class RuntimeRunner(Runner):
         try:
             opts = ({"intra_op_num_threads": self.ctx.threads, "allow_spinning": False}
                     if self.backend == "onnxruntime" else {})
+            if self.plain:
+                opts["fused"] = False
             self.model = vlexport.load(art.path, backend=self.backend, precision=self.precision, **opts)
         except (VlexportError, ImportError) as exc:
             raise Skip(f"{type(exc).__name__}: {exc}") from None
@@ -156,7 +161,8 @@ class RuntimeRunner(Runner):
 
 def make_runners(ctx, names) -> list[Runner]:
     table = {"transformers": lambda: TransformersRunner(ctx), "torch": lambda: TorchRunner(ctx),
-             "ort-fp32": lambda: RuntimeRunner(ctx, "ort-fp32", "onnxruntime", "fp32"),
+             "ort-fp32": lambda: RuntimeRunner(ctx, "ort-fp32", "onnxruntime", "fp32"),  # fused where built
+             "ort-fp32-plain": lambda: RuntimeRunner(ctx, "ort-fp32-plain", "onnxruntime", "fp32", plain=True),
              "ort-fp16": lambda: RuntimeRunner(ctx, "ort-fp16", "onnxruntime", "fp16"),
              "ort-int8": lambda: RuntimeRunner(ctx, "ort-int8", "onnxruntime", "int8"),
              "tensorrt-fp16": lambda: RuntimeRunner(ctx, "tensorrt-fp16", "tensorrt", "fp16")}

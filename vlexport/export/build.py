@@ -37,6 +37,8 @@ SIMPLIFY_MIN_WINS = 0.8
 SIMPLIFY_MIN_GAIN_MS = 0.5
 # the ORT-fused fp32 graph is kept when this much faster (fusion gains are smaller than a simplifier's mistakes)
 FUSE_MIN_GAIN = 0.04
+# ... and not tried on graphs faster than this at the opt shape: a ~10% fusion gain cannot reach 0.5 ms there
+FUSE_MIN_MS = 5.0
 # an int4 graph against the numpy reference on the same int4-rounded weights differs only by kernel
 # arithmetic: MatMulNBits quantizes activations to int8 at accuracy level 4 (worst row 0.9967 measured on
 # the tiny random VipLlava; a weight-layout bug gives ~0)
@@ -289,6 +291,13 @@ def _fused_graph(graph, module, stage: Path, scratch: Path, entry: dict, axes, o
 
     stem = graph.file_stem
     n = len(shape_grid(axes, entry["trace_sizes"]))
+    simp = entry["onnx"]["fp32"].get("simplifier", {})
+    plain_ms = simp.get("simplified_ms" if simp.get("kept") == "simplified" else "raw_ms")
+    if opts.fuse == "auto" and plain_ms is not None and plain_ms < FUSE_MIN_MS:
+        with st.stage(f"Fusing '{graph.name}' for ONNX Runtime: skipped"):
+            st.note(f"not fused: {plain_ms} ms per call at the opt shape (< {FUSE_MIN_MS} ms, where fusion cannot "
+                    f"gain the 0.5 ms it must; --fuse always to fuse anyway)")
+        return
     with st.stage(f"Fusing '{graph.name}' for ONNX Runtime (attention, SkipLayerNorm, BiasGelu) and validating on "
                   f"{n} unseen shapes", steps=n) as adv:
         fused = scratch / graph.name / "fused" / f"{stem}.ort.onnx"
