@@ -36,11 +36,11 @@ def candidates(model, op_types=DEFAULT_OPS, exclude=()) -> list[dict]:
         if w is None or len(w.dims) != 2:
             continue
         trans = n.op_type == "Gemm" and any(a.name == "transB" and a.i == 1 for a in n.attribute)
-        out.append({"name": n.name, "input": n.input[0], "weight": w.name, "transposed": trans})
+        out.append({"name": n.name, "op_type": n.op_type, "input": n.input[0], "weight": w.name, "transposed": trans})
     return out
 
 
-def capture_inputs(fp32_path: Path, nodes: list[dict], feeds_list, threads: int | None = None) -> dict:
+def capture_inputs(model, nodes: list[dict], feeds_list, threads: int | None = None) -> dict:
     """{node name: [activation per call]} from running the fp32 graph with those activations as extra outputs."""
     import tempfile
 
@@ -48,7 +48,6 @@ def capture_inputs(fp32_path: Path, nodes: list[dict], feeds_list, threads: int 
 
     from vlexport.runtime.backends.onnxruntime import make_session
 
-    model = onnx.load(str(fp32_path), load_external_data=True)
     have = {o.name for o in model.graph.output}
     wanted = []
     for nd in nodes:
@@ -100,8 +99,7 @@ def sensitivity(fp32_path: Path, feeds_list, exclude=(), per_channel: bool = Tru
     nodes = candidates(model, exclude=exclude)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
                if t.name in {nd["weight"] for nd in nodes}}
-    del model
-    acts = capture_inputs(fp32_path, nodes, feeds_list, threads)
+    acts = capture_inputs(model, nodes, feeds_list, threads)  # adds outputs to the model, then frees it
     out = []
     for nd in nodes:
         w = weights[nd["weight"]].astype(np.float32)
@@ -118,7 +116,8 @@ def sensitivity(fp32_path: Path, feeds_list, exclude=(), per_channel: bool = Tru
             m = np.abs(x2).max(axis=0)
             chan_max = m if chan_max is None else np.maximum(chan_max, m)
         med = float(np.median(chan_max)) if chan_max is not None else 0.0
-        out.append({"name": nd["name"], "rel_error": float(np.sqrt(num / den)) if den > 0 else 0.0,
+        out.append({"name": nd["name"], "op_type": nd["op_type"],
+                    "rel_error": float(np.sqrt(num / den)) if den > 0 else 0.0,
                     "outlier_ratio": float(chan_max.max() / med) if med > 0 else 0.0})
     out.sort(key=lambda r: -r["rel_error"])
     return out
@@ -155,68 +154,6 @@ def search(ranked: list[str], try_k, n_max: int | None = None, known: dict | Non
         else:
             lo = mid
     return hi, trials
-
-
-def channel_max(fp32_path: Path, feeds_list, nodes: list[dict], threads: int | None = None) -> dict:
-    """{input tensor name: per-channel max |x| over the calibration calls} for the nodes' inputs."""
-    acts = capture_inputs(fp32_path, nodes, feeds_list, threads)
-    out = {}
-    for nd in nodes:
-        if nd["input"] in out:
-            continue
-        m = None
-        for x in acts[nd["name"]]:
-            cm = np.abs(x.reshape(-1, x.shape[-1])).max(axis=0)
-            m = cm if m is None else np.maximum(m, cm)
-        out[nd["input"]] = m
-    return out
-
-
-def smooth(model, act_max: dict, nodes: list[dict], alpha: float = 0.5) -> int:
-    """SmoothQuant-style smoothing, in place: for every activation feeding quantizable MatMuls, divide its
-    channels by s = max|x|^alpha / max|W_row|^(1-alpha) (one Mul node, shared by the MatMuls reading it) and
-    multiply the weights' rows by s. The product is unchanged in exact arithmetic; the activation's per-call
-    int8 range no longer stretches to fit a few outlier channels. Returns the number of Mul nodes added."""
-    from onnx import helper, numpy_helper
-
-    inits = {t.name: t for t in model.graph.initializer}
-    uses = {}
-    for n in model.graph.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
-    groups = {}
-    for nd in nodes:
-        if not nd["transposed"]:
-            groups.setdefault(nd["input"], []).append(nd)
-    by_name = {n.name: n for n in model.graph.node}
-    added = 0
-    for x_name, group in groups.items():
-        amax = act_max.get(x_name)
-        if amax is None:
-            continue
-        ws = {nd["weight"]: numpy_helper.to_array(inits[nd["weight"]]).astype(np.float32) for nd in group}
-        wmax = np.max([np.abs(w).max(axis=1) for w in ws.values()], axis=0)  # (K,) over every weight's rows
-        s = np.power(np.maximum(amax, 1e-5), alpha) / np.power(np.maximum(wmax, 1e-5), 1 - alpha)
-        s = np.clip(s, 1e-2, 1e2).astype(np.float32)
-        scale_name, smoothed = f"{x_name}_smooth_inv", f"{x_name}_smoothed"
-        model.graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), scale_name))
-        mul = helper.make_node("Mul", [x_name, scale_name], [smoothed], name=f"{x_name}_smooth")
-        # insert right before the first consumer so the graph stays topologically sorted
-        first = min(list(model.graph.node).index(by_name[nd["name"]]) for nd in group)
-        model.graph.node.insert(first, mul)
-        for nd in group:
-            node = by_name[nd["name"]]
-            node.input[0] = smoothed
-            w_name = nd["weight"]
-            scaled = ws[w_name] * s[:, None]
-            if uses.get(w_name, 0) > 1:  # a tied weight: give this MatMul its own copy
-                w_name = f"{w_name}_smoothed_{nd['name']}"
-                model.graph.initializer.append(numpy_helper.from_array(scaled, w_name))
-                node.input[1] = w_name
-            else:
-                inits[w_name].CopyFrom(numpy_helper.from_array(scaled, w_name))
-        added += 1
-    return added
 
 
 # ----------------------------------------------------------------------------- the build's int8 step
@@ -293,9 +230,7 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
         rng = np.random.default_rng(11)
         calib = [make_inputs(_opt_sizes(axes, 8), rng, True) for _ in range(4)]
         ranked = sensitivity(fp32_path, calib, threads=threads)
-        import onnx
-
-        ops = {n.name: n.op_type for n in onnx.load(str(fp32_path), load_external_data=False).graph.node}
+        ops = {r["name"]: r["op_type"] for r in ranked}
         names = [r["name"] for r in ranked]
         for fallback in ("accurate_int8", "fp32"):
             def split(k, fb=fallback):

@@ -22,7 +22,7 @@ whole batch costs those MatMuls most of their accuracy. They become `MatMulNBits
 and per block: on a trained MiniLM-size VisualBERT worst-row cosine 0.997 vs 0.968 for the dynamic kernel,
 at ~1.4x fp32's speed instead of ~2x (measured in `benchmarks/run_int8_tradeoff.py`).
 Tried and not kept (same model, same inputs): `reduce_range` (0.951, worse), per-tensor weights (0.888),
-SmoothQuant-style smoothing with alpha 0.5/0.7 (`int8_search.smooth`: 0.943/0.949 with no node kept, a
+SmoothQuant-style smoothing with alpha 0.5/0.7 (a Mul per activation, weights rescaled: 0.943/0.949 with no node kept, a
 little better than plain once the top nodes are accurate; not worth a Mul per activation).
 """
 

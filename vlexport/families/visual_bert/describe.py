@@ -103,8 +103,10 @@ def describe(architecture: str, config, axes: dict | None = None, with_alignment
     def make_inputs(sizes: dict, rng: np.random.Generator, pad: bool = True) -> dict:
         return _make_inputs(architecture, config, sizes, rng, pad, with_alignment)
 
+    lengths = {}  # id(processor) -> token counts of the corpus: tokenized once, not for every validation case
+
     def make_real_inputs(sizes: dict, rng: np.random.Generator, pad: bool, processor) -> dict:
-        return _real_inputs(architecture, config, sizes, rng, pad, processor, make_inputs)
+        return _real_inputs(architecture, config, sizes, rng, pad, processor, make_inputs, lengths)
 
     graph = GraphSpec("model", inputs, outputs, make_inputs=make_inputs, tolerance=1e-4,
                       make_real_inputs=make_real_inputs)
@@ -141,7 +143,7 @@ def _make_inputs(architecture, config, sizes, rng, pad, with_alignment):
     return feeds
 
 
-def _real_inputs(architecture, config, sizes, rng, pad, processor, make_inputs):
+def _real_inputs(architecture, config, sizes, rng, pad, processor, make_inputs, cache):
     """Validation/calibration inputs as users send them: questions or captions from the embedded corpus
     through the processor (right-padded to the case's text length), detector-like region features
     (non-negative, sparse). Heads with extra inputs (choices, phrases, alignment) take them from the random
@@ -157,7 +159,10 @@ def _real_inputs(architecture, config, sizes, rng, pad, processor, make_inputs):
     # texts that fit the case's length, as users' texts fit the model's (a question cut to [CLS] [SEP] asks
     # nothing: its near-tied answers would measure ties, not precision); the shortest ones, cut, otherwise
     pool = calibration.texts(kind)
-    lengths = np.array([len(ids) for ids in processor(pool, padding=False, return_tensors=None)["input_ids"]])
+    key = (id(processor), kind)
+    if key not in cache:
+        cache[key] = np.array([len(ids) for ids in processor(pool, padding=False, return_tensors=None)["input_ids"]])
+    lengths = cache[key]
     fits = [t for t, n in zip(pool, lengths) if n <= T] or [pool[i] for i in np.argsort(lengths)[:8]]
     chosen = [fits[i] for i in rng.integers(0, len(fits), size=B)]
     enc = processor(chosen, padding="max_length", truncation=True, max_length=T)
