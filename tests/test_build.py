@@ -55,10 +55,11 @@ def test_artifact_layout(model_id, built):
     assert sorted(m["files"]) == on_disk and "config.json" in m["files"]
     for rel, e in m["files"].items():
         assert _sha(out / rel) == e["sha256"] and (out / rel).stat().st_size == e["bytes"], rel
-    for g in m["graphs"].values():
-        assert set(g["onnx"]) == {"fp32", "fp16", "int8"}
+    for name, g in m["graphs"].items():
+        int8 = set() if spec.graph(name).int8_refused else {"int8"}  # a graph may refuse int8, saying why
+        assert set(g["onnx"]) == {"fp32", "fp16"} | int8
         assert all(v["passed"] for v in g["validation"].values())
-        assert set(g["validation"]) >= {"fp32", "fp16", "int8"}
+        assert set(g["validation"]) >= {"fp32", "fp16"} | int8
     assert json.loads((out / "config.json").read_text()) == m["config"]
     assert not [p.name for p in out.parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
 
@@ -95,7 +96,7 @@ def test_reduced_precisions_were_gated_over_the_whole_range(model_id, built):
     for g in m["graphs"].values():
         used = {t for io in g["inputs"] + g["outputs"] for d in io["dims"] if isinstance(d, str) for t in d.split("+")}
         largest = {k: v[2] for k, v in m["axes"].items() if k in used}
-        for prec in ("fp16", "int8"):
+        for prec in [p for p in ("fp16", "int8") if p in g["onnx"]]:  # (a graph may refuse int8: test_artifact_layout)
             rep = g["validation"][prec]
             assert rep["largest"] == largest, prec  # the max of every axis was among the cases
             assert rep["min_cosine"] == min(o["cosine_min"] for o in rep["outputs"].values())

@@ -44,6 +44,8 @@ def test_build_inspect_verify_validate(model_id, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "onnxruntime:fp32 vs torch" in proc.stdout and "FAIL" not in proc.stdout
     for prec in ("fp16", "int8"):
+        if prec == "int8" and not any("int8" in g["onnx"] for g in m["graphs"].values()):
+            continue  # every graph refused int8 (a detector), saying why at build time
         assert f"onnxruntime:{prec} vs onnxruntime:fp32" in proc.stdout
 
     proc = run_cli("export", "--model", model_id, "--out", tmp_path / "onnx-only", "--quiet")

@@ -8,6 +8,7 @@ flags (build options, predict inputs) come from the family registry, so this fil
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -45,11 +46,18 @@ def _add_model_args(p):
                 seen.add(opt.name)
                 p.add_argument(f"--{opt.name.replace('_', '-')}", action="store_true", dest=f"opt__{opt.name}",
                                help=f"{opt.help} ({fam.name})")
+    for fam in _families():  # a companion model built into a subfolder (e.g. VisualBERT's region detector)
+        c = fam.companion
+        if c is not None and c.name not in seen:
+            seen.add(c.name)
+            p.add_argument(f"--{c.name}", dest=f"companion__{c.name}", metavar="MODEL", help=f"{c.help} ({fam.name})")
     for fam in _families():  # building from parts instead of --model (e.g. two towers)
         for flags, kw in (fam.compose.arguments if fam.compose else ()):
             if flags[0] not in seen:
                 seen.add(flags[0])
                 p.add_argument(*flags, **{**kw, "help": f"{kw.get('help', '')} ({fam.name})"})
+    p.add_argument("--labels", type=Path, help="class names for the head: a JSON list (index = label id) or {id: name} "
+                   "object, e.g. LXMERT's trainval_label2ans.json for VQA heads (recorded in the manifest)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim/onnxslim")
     p.add_argument("--fuse", choices=["auto", "always", "never"], default="auto",
                    help="an ONNX-Runtime-only fp32 graph with fused attention/SkipLayerNorm/BiasGelu: auto keeps it "
@@ -108,11 +116,19 @@ def _build_kwargs(args, onnx_only: bool) -> dict:
     if foreign:
         raise ConfigError(f"--{foreign[0].replace('_', '-')} does not apply to {family.name} models")
     options = {name: True for name in given}
+    companion = None
+    for key, value in vars(args).items():
+        if key.startswith("companion__") and value:
+            name = key[len("companion__"):]
+            if family.companion is None or family.companion.name != name:
+                raise ConfigError(f"--{name} does not apply to {family.name} models")
+            companion = (name, value)
     defaults = family.describe(arch, family.config_from_dict(cfg), **options).axes
     kw = dict(task=args.task, random_weights=args.random_weights, revision=args.revision,
               axes=axes_from_flags(args, defaults), options=options, simplify=not args.no_simplify, fuse=args.fuse,
               threads=args.threads, onnx_only=onnx_only, progress=not args.quiet,
-              compose=(composer[0].name, composer[1]) if composer else None)
+              compose=(composer[0].name, composer[1]) if composer else None, companion=companion,
+              labels=str(args.labels) if args.labels else None)
     if not onnx_only:
         kw.update(fp16=args.fp16, int8=args.int8, int4=args.int4, require_engine=args.require_engine,
                   engine_options={"workspace_gb": args.workspace_gb, "version_compatible": args.version_compatible,
@@ -294,6 +310,10 @@ def main(argv=None) -> int:
     from vlexport.serving.cli import add_parsers
 
     add_parsers(sub)
+    for fam in _families():  # subcommands a family adds (e.g. `vlexport regions`)
+        if fam.commands:
+            module, fn = fam.commands.split(":")
+            getattr(importlib.import_module(module), fn)(sub)
 
     from vlexport.bench.cli import add_arguments, run
 

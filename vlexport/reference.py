@@ -45,6 +45,8 @@ def init_random(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> tor
     """Deterministic random weights with non-trivial biases and norm weights (graph tools would
     otherwise fold away zero biases and unit scales, hiding bugs)."""
     g = torch.Generator().manual_seed(seed)
+    if hasattr(model, "random_init"):  # a model whose depth needs scaled weights (e.g. a 100-layer ResNet)
+        return model.random_init(g).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "LayerNorm.weight" in name or "layernorm.weight" in name or name.endswith("norm.weight"):

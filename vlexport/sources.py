@@ -12,7 +12,7 @@ from vlexport.errors import HubError, UnknownModelError
 # What a model folder may hold that vlexport uses.
 WANTED_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
                 "pytorch_model.bin.index.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                "special_tokens_map.json", "preprocessor_config.json"]
+                "special_tokens_map.json", "preprocessor_config.json", "config.yaml"]
 
 
 def is_local(path_or_id: str) -> bool:
@@ -27,7 +27,7 @@ def resolve_model_dir(path_or_id: str, revision: str | None = None) -> Path:
     """
     p = Path(path_or_id).expanduser()
     if p.is_dir():
-        if not (p / "config.json").is_file():
+        if not (p / "config.json").is_file() and not (p / "config.yaml").is_file():
             raise UnknownModelError(f"model folder '{p}' has no config.json")
         return p
     if p.exists():
@@ -78,6 +78,9 @@ def model_config(path_or_id: str, random_weights: bool = False, revision: str | 
             f"'{path_or_id}' is not a public checkpoint vlexport knows offline (known: "
             f"{', '.join(families.known_ids())}), and its config could not be fetched: {exc}"
         ) from None
+    if not (folder / "config.json").is_file():
+        cfg = folder_config(folder)
+        return cfg, (None if random_weights else folder), ("random" if random_weights else "checkpoint")
     try:
         cfg = json.loads((folder / "config.json").read_text())
     except ValueError as exc:
@@ -85,6 +88,19 @@ def model_config(path_or_id: str, random_weights: bool = False, revision: str | 
     if not isinstance(cfg, dict):
         raise UnknownModelError(f"{folder / 'config.json'} does not hold a JSON object")
     return cfg, (None if random_weights else folder), ("random" if random_weights else "checkpoint")
+
+
+def folder_config(folder: Path) -> dict:
+    """The config of a folder without config.json, from the first family that reads it (e.g. a
+    detector checkpoint's config.yaml)."""
+    from vlexport import families
+
+    for fam in families.all_families():
+        if fam.folder_config is not None:
+            cfg = fam.folder_config(folder)
+            if cfg is not None:
+                return cfg
+    raise UnknownModelError(f"model folder '{folder}' has no config.json (and no other config vlexport reads)")
 
 
 def family_of(cfg: dict, architecture: str | None = None):

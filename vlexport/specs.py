@@ -34,6 +34,7 @@ AXES = {
     "height": ("height", "image height in pixels"),
     "width": ("width", "image width in pixels"),
     "past": ("past-len", "cached positions of a decoder"),
+    "rois": ("rois", "pooled regions per call of a detector's box head"),
 }
 DTYPES = ("float32", "float16", "int32", "int64", "bool")
 MAX_AXIS = 1 << 24  # no axis of a real model is longer (a bound for untrusted manifests)
@@ -185,6 +186,7 @@ class GraphSpec:
     fp16_cosine: float = 0.999
     int8_cosine: float = 0.99  # worst per-row cosine of the int8 graph against fp32 on the validation inputs
     int8_keep_fp32_weights: tuple = ()  # 2-D weight shapes whose MatMuls stay fp32 in the int8 graph
+    int8_refused: str = ""  # why --int8 builds no int8 graph for this one (the build says so and goes on)
     fp16_io: tuple = ()  # inputs/outputs that are float16 in the fp16 graph (a KV cache); the rest stay float32
 
     @property

@@ -69,6 +69,8 @@ class BuildOptions:
     engine_options: dict = field(default_factory=dict)  # workspace_gb, version_compatible, ...
     progress: bool = True
     compose: tuple | None = None  # (family name, {value name: value}): a model built from parts (Family.compose)
+    companion: tuple | None = None  # (name, model id): a companion model built into <name>/ (Family.companion)
+    labels: str | None = None  # a JSON file of class names (vlexport.labels)
 
 
 def default_out(model: str) -> Path:
@@ -175,7 +177,14 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
         source["composed_from"] = opts.compose[1]
         # e.g. the projections of a dual encoder made from two tower checkpoints: the artifact says so
         source["random_parts"] = list(loaded.random_parts)
+    from vlexport.labels import apply_labels
+
+    labels_from = apply_labels(loaded.config, family, loaded.model_dir, opts.labels)
     manifest = new_manifest(spec, source, loaded.config.to_dict())
+    if labels_from:
+        manifest["labels_from"] = labels_from
+        if labels_from.get("sha256"):
+            st.note(f"label names from {labels_from['source']} ({len(loaded.config.id2label)} labels)")
     facts = getattr(loaded.model, "artifact_facts", dict)()  # values no graph computes (e.g. a logit scale)
     if facts:
         manifest["model_facts"] = facts
@@ -267,6 +276,8 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
 
         (stage / "config.json").write_text(json.dumps(manifest["config"], indent=2) + "\n")
         processor.save_pretrained(stage)
+        if opts.companion:
+            manifest["companions"] = _build_companion(opts, family, loaded.config, stage, st)
         manifest["build"] = {"seconds": round(time.perf_counter() - t0, 1), "stage_seconds":
                              {k: round(v, 2) for k, v in st.timings.items()},
                              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -281,6 +292,23 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
         Console(stderr=True).print(Text(f"Built {out} in {manifest['build']['seconds']}s "
                                         f"(peak RSS {manifest['build']['peak_rss_mb']} MB)", style="bold"))
     return out
+
+
+def _build_companion(opts: BuildOptions, family, config, stage: Path, st: Stages) -> dict:
+    """The companion model (e.g. VisualBERT's region detector) built into stage/<name>/ with the same
+    precisions; its files are hashed with the artifact's. Returns the manifest's `companions` entry."""
+    from vlexport.artifact import Artifact
+    from vlexport.errors import ConfigError
+
+    name, model_id = opts.companion
+    if family.companion is None or family.companion.name != name:
+        raise ConfigError(f"--{name} does not apply to {family.name} models")
+    st.note(f"building the {name} model {model_id} into {name}/", "bold")
+    build(model_id, stage / name, random_weights=opts.random_weights, revision=None, fp16=opts.fp16,
+          threads=opts.threads, onnx_only=opts.onnx_only, progress=opts.progress,
+          engine_options=opts.engine_options, require_engine=opts.require_engine)
+    family.companion.run_check(config, Artifact(stage / name))
+    return {name: {"folder": name, "model": model_id}}
 
 
 def _fused_graph(graph, module, stage: Path, scratch: Path, entry: dict, axes, opts: BuildOptions, st: Stages):
@@ -456,7 +484,10 @@ def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOpt
         entry["validation"]["fp16"] = rep
         st.note(_precision_note("fp16", rep))
 
-    if opts.int8:
+    if opts.int8 and graph.int8_refused:
+        st.note(f"int8 not built for '{graph.name}': {graph.int8_refused}", "yellow")
+        st.total -= 1
+    elif opts.int8:
         gate = {**int8_gate(manifest["source"]["weights"]), "min_cosine": graph.int8_cosine}
         n = len(precision_cases(axes, opts.int8_samples, seen))
         with st.stage(f"Quantizing '{graph.name}' to int8 and validating on {n} {_kind(real)} inputs "

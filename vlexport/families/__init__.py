@@ -29,6 +29,7 @@ BUILTIN = {
     "vision_text_dual_encoder": "vlexport.families.vision_text_dual_encoder",
     "vision_encoder_decoder": "vlexport.families.vision_encoder_decoder",
     "vip_llava": "vlexport.families.vip_llava",
+    "frcnn": "vlexport.families.frcnn",
 }
 
 
@@ -71,6 +72,24 @@ class Compose:
 
 
 @dataclass(frozen=True)
+class Companion:
+    """Another model whose artifact produces this family's inputs (e.g. the region detector whose
+    features VisualBERT reads). `vlexport build --<name> ID` builds it into the artifact's subfolder
+    <name>/ (so the artifact still names only files inside its folder, and they are hashed with it);
+    the family's processor and `predict` find it there. check: "module:function"(config, companion
+    artifact) that raises ConfigError when the two do not fit (e.g. feature widths)."""
+
+    name: str
+    help: str
+    check: str = ""
+
+    def run_check(self, config, artifact) -> None:
+        if self.check:
+            module, fn = self.check.split(":")
+            getattr(importlib.import_module(module), fn)(config, artifact)
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     model_types: tuple[str, ...]  # config.json "model_type" values this family reads
@@ -96,6 +115,12 @@ class Family:
     # "module:function"(artifact) -> [vlexport.serving.endpoints.Endpoint]: the processor endpoints
     # `vlexport serve` / `triton-repo` offer beside the raw graphs (text and image bytes in)
     serve: str = ""
+    # (folder) -> config dict or None: a checkpoint folder without config.json (e.g. a detector's
+    # config.yaml); the loader asks each family in turn
+    folder_config: Callable | None = None
+    companion: Companion | None = None  # a model built beside it into a subfolder (see Companion)
+    commands: str = ""  # "module:function"(argparse subparsers): `vlexport` subcommands the family adds
+    label_files: tuple = ()  # files in a checkpoint folder that name its labels (vlexport.labels)
     doc: str = ""
 
     @property

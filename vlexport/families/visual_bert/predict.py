@@ -69,9 +69,27 @@ def run(model, args) -> int:
         raise InputError(f"--text number {empty[0] + 1} is empty; give a question or caption")
     dim = model.config["visual_embedding_dim"]
     warning = None
-    if args.visual_embeds:
-        if args.random_regions:
-            raise InputError("give either --visual-embeds or --random-regions, not both")
+    mask = None
+    images = getattr(args, "image", None) or []
+    given = [name for name, v in (("--image", images), ("--visual-embeds", args.visual_embeds),
+                                  ("--random-regions", args.random_regions)) if v]
+    if len(given) > 1:
+        raise InputError(f"give one of --image, --visual-embeds or --random-regions, not {' and '.join(given)}")
+    if getattr(args, "regions", None) and not images:
+        raise InputError("--regions (a detector artifact) is used with --image")
+    if images:
+        if len(images) not in (1, len(texts)):
+            raise InputError(f"got {len(images)} --image files for {len(texts)} --text: give one photo, or one per text")
+        from vlexport.families.visual_bert.from_pixels import load_detector, regions_from_images
+
+        detector = load_detector(args.regions or Path(model.artifact.path) / "regions")
+        visual, mask, found = regions_from_images(detector, images, dim)
+        if len(images) == 1 and len(texts) > 1:
+            visual, mask = np.repeat(visual, len(texts), axis=0), np.repeat(mask, len(texts), axis=0)
+        Console(stderr=True, highlight=False).print(
+            f"regions: {', '.join(str(int(n)) for n in found['preds_per_image'])} per image from "
+            f"{escape(str(detector.artifact.path))} ({escape(detector.describe())})")
+    elif args.visual_embeds:
         visual = read_regions(args.visual_embeds)
     elif args.random_regions:
         if args.random_regions < 1:
@@ -84,7 +102,7 @@ def run(model, args) -> int:
                          f"(a (regions, {dim}) .npy array). To smoke-test without features, pass --random-regions 36")
     if visual.ndim == 2 and len(texts) > 1:  # one image's regions, several questions about it
         visual = np.broadcast_to(visual, (len(texts), *visual.shape))
-    inputs = model.processor(text=texts, visual_embeds=visual, return_tensors="np")
+    inputs = model.processor(text=texts, visual_embeds=visual, visual_attention_mask=mask, return_tensors="np")
     outputs = model(**inputs)
     err = Console(stderr=True, highlight=False)
     err.print(f"backend: {escape(model.describe())}")

@@ -28,8 +28,25 @@ class VisualBertProcessor(BertTextProcessor):
     model_input_names = ["input_ids", "token_type_ids", "attention_mask", "visual_embeds",
                          "visual_token_type_ids", "visual_attention_mask"]
 
+    regions = None  # a region detector artifact folder (or a loaded detector): enables images=...
+    _detector = None
+
+    @property
+    def detector(self):
+        """The region detector (loaded on first use) that turns images into visual_embeds."""
+        if self._detector is None:
+            if self.regions is None:
+                raise InputError("images= needs a region detector: build the artifact with --regions "
+                                 "unc-nlp/frcnn-vg-finetuned, or set processor.regions to a detector artifact folder "
+                                 "(or pass visual_embeds from your own detector)")
+            from vlexport.families.visual_bert.from_pixels import load_detector
+
+            self._detector = self.regions if hasattr(self.regions, "extract") else load_detector(self.regions)
+        return self._detector
+
     def __call__(self, text=None, text_pair=None, visual_embeds=None, padding=True, truncation=None,
-                 max_length=None, return_tensors="np", visual_attention_mask=None, pad_to_multiple_of=None):
+                 max_length=None, return_tensors="np", visual_attention_mask=None, pad_to_multiple_of=None,
+                 images=None):
         """Encode text (see BertTextProcessor.__call__) and pack visual features.
 
         visual_embeds: (V, D) for one text, (B, V, D), or a list of B (V_i, D) arrays (zero-padded to
@@ -42,6 +59,22 @@ class VisualBertProcessor(BertTextProcessor):
         if text is None:
             raise InputError("text is required: VisualBERT needs a text (question, caption or statement) "
                              "with its visual features; got text=None")
+        if images is not None:
+            if visual_embeds is not None:
+                raise InputError("pass either images (their regions come from the detector) or visual_embeds, not both")
+            from vlexport.families.visual_bert.from_pixels import regions_from_images
+
+            n_texts = 1 if isinstance(text, str) else len(text)
+            images = list(images) if isinstance(images, (list, tuple)) else [images]
+            if len(images) not in (1, n_texts):
+                raise InputError(f"got {len(images)} images for {n_texts} texts: give one image, or one per text")
+            # (the model checks the feature width against its visual_embeds input when it runs)
+            visual_embeds, visual_attention_mask, _ = regions_from_images(self.detector, images)
+            if len(images) == 1 and n_texts > 1:  # several questions about one photo
+                visual_embeds = np.repeat(visual_embeds, n_texts, axis=0)
+                visual_attention_mask = np.repeat(visual_attention_mask, n_texts, axis=0)
+            if isinstance(text, str):
+                visual_embeds, visual_attention_mask = visual_embeds[0], visual_attention_mask[0]
         out, n_examples, choices = self._encode(text, text_pair, padding, truncation, max_length, return_tensors,
                                                 pad_to_multiple_of)
         if visual_embeds is not None:

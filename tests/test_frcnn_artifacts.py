@@ -1,0 +1,93 @@
+"""The detector artifact end to end: `vlexport build` of the tiny detector (fp32 + fp16 graphs),
+`vlexport.load`'s regions pipeline against our PyTorch reference (which matches the demo's code, see
+test_frcnn.py) on photographs at sizes and batches the export never saw, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import frcnn_kit as kit
+import vlexport
+from vlexport.errors import ArtifactError, InputError
+from vlexport.export.build import build
+from vlexport.reference import from_pretrained
+
+TINY = "tiny-frcnn"
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    return build(TINY, tmp_path_factory.mktemp("frcnn") / "a", fp16=True, progress=False, threads=2)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return from_pretrained(TINY).model
+
+
+@pytest.mark.parametrize("names", [["coffee"], ["astronaut", "chelsea", "coffee"]])
+def test_runtime_matches_the_reference(artifact, reference, names):
+    from test_frcnn import assert_same_regions
+
+    det = vlexport.load(artifact, precision="fp32")
+    x = det.processor(images=[kit.photos()[n] for n in names])
+    ours = det(**x)
+    ref = reference(x["pixel_values"], x["image_sizes"], x["scales_yx"])
+    assert_same_regions(ours, ref, f"runtime {names}")
+    # the same through extract(), in batches of 2
+    again = det.extract([kit.photos()[n] for n in names], batch_size=2)
+    assert np.abs(again["roi_features"] - ours["roi_features"]).max() <= 1e-5
+
+
+def test_fp16_graphs_find_the_same_regions(artifact, reference):
+    det = vlexport.load(artifact, precision="fp16")
+    x = det.processor(images=[kit.photos()["astronaut"]])
+    ours, ref = det(**x), reference(x["pixel_values"], x["image_sizes"], x["scales_yx"])
+    n = int(ref["preds_per_image"][0])
+    a, b = ours["roi_features"][0, :n], ref["roi_features"][0, :n]
+    # near-tied random-weight proposals may swap under fp16; most regions must be the same boxes
+    same = np.abs(ours["boxes"][0, :n] - ref["boxes"][0, :n]).max(axis=1) < 1.0
+    assert same.mean() >= 0.8
+    cos = (a[same] * b[same]).sum(1) / np.linalg.norm(a[same], axis=1) / np.linalg.norm(b[same], axis=1)
+    assert cos.min() >= 0.99
+
+
+def test_manifest_and_profiles(artifact):
+    man = json.loads((artifact / "manifest.json").read_text())
+    assert man["pipeline"] == "regions" and set(man["graphs"]) == {"backbone", "roi_heads"}
+    assert len(man["model_facts"]["cell_anchors"]) == 9 and man["model_facts"]["stride"] == 16
+    assert man["axes"]["height"][-1] == 240 and man["axes"]["rois"][-1] == 100
+
+
+def test_bad_inputs_get_clear_errors(artifact):
+    det = vlexport.load(artifact, precision="fp32")
+    x = det.processor(images=[kit.photos()["coffee"]])
+    with pytest.raises(InputError, match="image_sizes"):
+        det(pixel_values=x["pixel_values"], image_sizes=np.array([[999, 10]]))
+    with pytest.raises(InputError, match="image_sizes"):
+        det(pixel_values=x["pixel_values"], image_sizes=np.array([1.5, 2.0]))
+    with pytest.raises(InputError, match="scales_yx"):
+        det(**{**x, "scales_yx": np.array([[np.nan, 1.0]], np.float32)})
+    with pytest.raises(InputError, match="pixel_values"):  # beyond the built height range
+        det(pixel_values=np.zeros((1, 3, 300, 200), np.float32))
+    with pytest.raises(InputError, match="pixel_values"):
+        det(pixel_values=np.zeros((1, 4, 160, 200), np.float32))
+    with pytest.raises(InputError, match="unexpected"):
+        det(**x, input_ids=np.zeros((1, 3), np.int64))
+
+
+def test_tampered_anchors_are_refused(artifact, tmp_path):
+    from vlexport.artifact import hash_files
+
+    bad = tmp_path / "bad"
+    shutil.copytree(artifact, bad)
+    man = json.loads((bad / "manifest.json").read_text())
+    man["model_facts"]["cell_anchors"] = [[0, 0, 1e30, 1]] * 9
+    (bad / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ArtifactError, match="cell_anchors"):
+        vlexport.load(bad, precision="fp32")
+    assert hash_files  # the manifest itself is not hashed: its values are checked instead
