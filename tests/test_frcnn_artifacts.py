@@ -91,3 +91,17 @@ def test_tampered_anchors_are_refused(artifact, tmp_path):
     with pytest.raises(ArtifactError, match="cell_anchors"):
         vlexport.load(bad, precision="fp32")
     assert hash_files  # the manifest itself is not hashed: its values are checked instead
+
+
+def test_predict_prints_the_regions(artifact, tmp_path, capsys):
+    from PIL import Image
+
+    from vlexport.cli import main
+
+    photo = tmp_path / "coffee.jpg"
+    Image.fromarray(kit.photos()["coffee"]).save(photo)
+    assert main(["predict", str(artifact), "--image", str(photo), "--top-k", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "36 regions (top 4" in out and "class id" in out
+    assert main(["predict", str(artifact)]) != 0
+    assert "--image is required" in capsys.readouterr().err

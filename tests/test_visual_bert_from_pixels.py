@@ -141,6 +141,14 @@ def test_answer_file_beside_the_checkpoint_replaces_placeholder_names(tmp_path):
     assert vlexport.load(art).id2label[13] == "cat"
 
 
+def test_label_files_may_hold_the_empty_answer(tmp_path):
+    from vlexport.labels import read_label_file
+
+    f = tmp_path / "labels.json"
+    f.write_text(json.dumps(["", "yes"]))  # LXMERT's VQA answer 0 is ""
+    assert read_label_file(f, 2) == {0: "", 1: "yes"}
+
+
 @pytest.mark.parametrize("content, words", [
     ("[1, 2]", "label 0 is 1"), ('["a"]', "names 1 labels"), ("{", "not valid JSON"), ('{"x": "a"}', "label ids"),
     ('"yes"', "holds a str"), (json.dumps(["a\nb"] + WORDS[1:]), "printable"),

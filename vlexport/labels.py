@@ -49,8 +49,10 @@ def read_label_file(path, num_labels: int) -> dict[int, str]:
         raise ConfigError(f"{what} holds a {type(data).__name__}; expected a list of names or an {{id: name}} object")
     names = {}
     for i, name in pairs:
-        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or not name.isprintable():
-            raise ConfigError(f"{what}: label {i} is {name!r}; expected a printable name of 1..{MAX_NAME} characters")
+        # (LXMERT's answer 0 is the empty answer "": names may be empty)
+        if not isinstance(name, str) or len(name) > MAX_NAME or not name.isprintable():
+            raise ConfigError(f"{what}: label {i} is {name!r}; expected a printable name of at most {MAX_NAME} "
+                              f"characters")
         names[i] = name
     if sorted(names) != list(range(num_labels)):
         raise ConfigError(f"{what} names {len(names)} labels (ids {min(names, default=0)}..{max(names, default=-1)}); "

@@ -187,6 +187,9 @@ class GraphSpec:
     int8_cosine: float = 0.99  # worst per-row cosine of the int8 graph against fp32 on the validation inputs
     int8_keep_fp32_weights: tuple = ()  # 2-D weight shapes whose MatMuls stay fp32 in the int8 graph
     int8_refused: str = ""  # why --int8 builds no int8 graph for this one (the build says so and goes on)
+    # random examples a reduced precision is gated on (on top of the shape grid), when fewer than the
+    # build's default: graphs whose every call takes seconds (a detector's per-region res5)
+    precision_samples: int | None = None
     fp16_io: tuple = ()  # inputs/outputs that are float16 in the fp16 graph (a KV cache); the rest stay float32
 
     @property

@@ -91,6 +91,9 @@ def _runner(path, threads):
     return lambda feeds: dict(zip(names, sess.run(names, cast_feeds(feeds, fp16))))
 
 
+CHOOSE_BUDGET_S = 60.0
+
+
 def choose_graph(raw: Path, simplified: Path, graph, axes, threads, rounds: int = 7, runs: int = 3,
                  min_gain: float = SIMPLIFY_MIN_GAIN) -> dict:
     """Time both graphs interleaved at the opt shape; keep the simplified one only when its median
@@ -101,8 +104,17 @@ def choose_graph(raw: Path, simplified: Path, graph, axes, threads, rounds: int 
     sizes = {n: r.opt for n, r in axes.items()}
     feeds = graph.make_inputs(sizes, np.random.default_rng(0), pad=True)
     sessions = {"raw": make_session(raw, threads), "simplified": make_session(simplified, threads)}
+    first = []
     for s in sessions.values():
+        t = time.perf_counter()
         s.run(None, feeds)
+        first.append(time.perf_counter() - t)
+    # a slow graph (seconds a call, e.g. a detector's per-region res5) gets fewer rounds, never fewer
+    # than 3 (the choice stays a margin over interleaved rounds, within about CHOOSE_BUDGET_S seconds)
+    call = max(min(first), 1e-6)
+    if 2 * rounds * runs * call > CHOOSE_BUDGET_S:
+        runs = 1
+        rounds = max(3, min(rounds, int(CHOOSE_BUDGET_S / (2 * call))))
     times = {k: [] for k in sessions}
     for i in range(rounds):
         for k in (list(sessions) if i % 2 else list(sessions)[::-1]):
@@ -474,12 +486,13 @@ def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOpt
     entry, axes, stem = manifest["graphs"][graph.name], spec.axes_for(graph), graph.file_stem
     seen = entry["trace_sizes"]
     real = real_inputs(graph, processor)
+    samples = min(opts.fp16_samples, graph.precision_samples or opts.fp16_samples)
     if opts.fp16:
-        n = len(precision_cases(axes, opts.fp16_samples, seen))
+        n = len(precision_cases(axes, samples, seen))
         with st.stage(f"Validating '{graph.name}' fp16 on {n} {_kind(real)} inputs over the whole range (ORT CPU)",
                       steps=n) as adv:
             rep = validate_precision(fp32, _runner(stage / f"{stem}.fp16.onnx", opts.threads), graph, axes,
-                                     f"the fp16 '{graph.name}' graph", n_samples=opts.fp16_samples,
+                                     f"the fp16 '{graph.name}' graph", n_samples=samples,
                                      min_cosine=graph.fp16_cosine, seen=seen, progress=adv, make_inputs=real)
         entry["validation"]["fp16"] = rep
         st.note(_precision_note("fp16", rep))
@@ -520,7 +533,8 @@ def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOpt
 
         extra = profile_sizes(profiles_from_json(engine["profiles"]), entry["inputs"])
         st.total += 1
-        n = len(precision_cases(axes, opts.fp16_samples, seen, extra))
+        n = len(precision_cases(axes, min(opts.fp16_samples, graph.precision_samples or opts.fp16_samples), seen,
+                                extra))
         with st.stage(f"Validating the TensorRT engine of '{graph.name}' against fp32 on {n} inputs "
                       f"(every profile's min/opt/max included)", steps=n) as adv:
             entry["validation"]["tensorrt_fp16"] = _validate_engine(stage, manifest, graph, axes, fp32, seen, extra,
@@ -543,8 +557,9 @@ def _validate_engine(stage: Path, manifest: dict, graph, axes, fp32, seen, extra
     write_json_atomic(stage / "manifest.json", {**manifest, "files": hash_files(stage)})
     backend = TensorRTBackend(Artifact(stage, allow_incomplete=True), graph.name, precision="fp16")
     try:
+        samples = min(opts.fp16_samples, graph.precision_samples or opts.fp16_samples)
         return validate_precision(fp32, backend.run, graph, axes, f"the TensorRT '{graph.name}' engine",
-                                  n_samples=opts.fp16_samples, min_cosine=graph.fp16_cosine, seen=seen,
+                                  n_samples=samples, min_cosine=graph.fp16_cosine, seen=seen,
                                   extra_sizes=extra, progress=progress)
     finally:
         backend.close()

@@ -8,13 +8,14 @@ pipeline (anchors, NMS, RoI pooling and region selection in numpy between them).
     describe.py    the export description of the two graphs
     processor.py   FrcnnImageProcessor: the demo's Preprocess (resize, BGR, mean, pad), torch-free
     pipeline.py    RegionPipeline: the demo's forward on the graphs; extract() over many images
+    predict.py     `vlexport predict DETECTOR --image photo.jpg`: the regions as a table
     extract.py     `vlexport regions --images DIR --out features/`: one bottom-up-attention .npz per image
     checkpoints.py the public config (--random-weights) and the tiny built-in detector
 """
 
 from pathlib import Path
 
-from vlexport.families import Family
+from vlexport.families import Family, PredictCommand
 from vlexport.families.frcnn import checkpoints, describe
 from vlexport.families.frcnn.config import FrcnnConfig
 
@@ -50,5 +51,7 @@ FAMILY = Family(
     pipelines={"regions": "vlexport.families.frcnn.pipeline:RegionPipeline"},
     folder_config=_folder_config,
     commands="vlexport.families.frcnn.extract:add_parsers",
+    predict=PredictCommand(arguments=((("--image",), dict(nargs="+", help="photo(s)")),),
+                           run="vlexport.families.frcnn.predict:run"),
     doc="Faster R-CNN (Visual Genome, ResNet-101 C4): region features for VisualBERT",
 )

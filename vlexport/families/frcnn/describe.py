@@ -25,6 +25,10 @@ MIN_SIDE = 32  # below this the stride-16 feature map has 1-2 cells: nothing to 
 # int8: the detector's outputs feed discrete choices (each region's best class picks its attribute
 # embedding, NMS picks boxes); int8's errors flip them. Measured on the tiny detector: attr_logits
 # per-row cosine 0.52 even with every MatMul kept fp32 (the res5 convolutions alone flip classes).
+# Validation cost: the box head runs res5 on every region (~6 GFLOP per region at full size, 300 regions
+# an image: seconds a call on a CPU), so reduced precisions are gated on 12 random examples plus the
+# shape grid rather than the default 100.
+PRECISION_SAMPLES = 12
 NO_INT8 = ("region selection is discrete (best class -> attribute embedding, NMS): int8 errors change which "
            "regions and attributes come out (attr_logits cosine 0.52 measured); fp32 and fp16 only")
 
@@ -65,7 +69,8 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
                    doc="normalized images in the network's channel order, padded (the processor's output)")],
         [OutputSpec("features", ("batch", "feat_h", "feat_w", C4)), OutputSpec("objectness", ("batch", "anchors")),
          OutputSpec("anchor_deltas", ("batch", "anchors", 4))],
-        make_inputs=random_pixels, make_real_inputs=real_pixels, tolerance=1e-3, int8_refused=NO_INT8)
+        make_inputs=random_pixels, make_real_inputs=real_pixels, tolerance=1e-3, int8_refused=NO_INT8,
+        precision_samples=PRECISION_SAMPLES)
     head_outputs = [OutputSpec("roi_features", ("rois", C5)), OutputSpec("cls_logits", ("rois", c.num_classes + 1),
                                                                           classes=True)]
     if c.use_attributes:
@@ -74,7 +79,8 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
     roi_heads = GraphSpec(
         "roi_heads",
         [InputSpec("pooled", ("rois", C4, P, P), dtype="float32", doc="RoI max-pooled res4 cells of the proposals")],
-        head_outputs, make_inputs=pooled, tolerance=1e-3, int8_refused=NO_INT8)
+        head_outputs, make_inputs=pooled, tolerance=1e-3, int8_refused=NO_INT8,
+        precision_samples=PRECISION_SAMPLES)
     ranges = merge_axes(default_axes(c), axes, architecture)
     return ModelSpec(family=FAMILY, architecture=architecture, task=TASKS[architecture], graphs=[backbone, roi_heads],
                      axes=ranges, pipeline="regions",
