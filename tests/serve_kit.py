@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-TINY = ("tiny-visualbert-vqa", "tiny-vilt-vqa", "tiny-dual-encoder", "tiny-captioner", "tiny-vipllava")
+TINY = ("tiny-visualbert-vqa", "tiny-vilt-vqa", "tiny-dual-encoder", "tiny-captioner", "tiny-vipllava", "tiny-frcnn")
 NP_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16", np.dtype(np.int64): "INT64",
                 np.dtype(np.int32): "INT32", np.dtype(np.bool_): "BOOL", np.dtype(object): "BYTES"}
 

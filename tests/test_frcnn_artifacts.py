@@ -105,3 +105,29 @@ def test_predict_prints_the_regions(artifact, tmp_path, capsys):
     assert "36 regions (top 4" in out and "class id" in out
     assert main(["predict", str(artifact)]) != 0
     assert "--image is required" in capsys.readouterr().err
+
+
+def test_regions_serving_endpoint_matches_load(artifact):
+    """The "regions" endpoint's run() on a server-style pipeline (only its graphs loaded), without a server."""
+    import io
+
+    from PIL import Image
+
+    from vlexport.errors import InputError as Bad
+    from vlexport.families.frcnn.serve import endpoints
+
+    (ep,) = endpoints(vlexport.artifact.Artifact(artifact))
+    assert ep.name == "regions" and ep.graphs == ("backbone", "roi_heads")
+    generic = vlexport.load(artifact, graphs=list(ep.graphs))
+    files = []
+    for name in ("coffee", "chelsea"):
+        buf = io.BytesIO()
+        Image.fromarray(kit.photos()[name]).save(buf, format="PNG")
+        files.append([buf.getvalue()])
+    out = ep.run(generic, {"image": np.array(files, dtype=object)})
+    want = vlexport.load(artifact).extract([Image.open(io.BytesIO(f[0])) for f in files])
+    assert out["preds_per_image"][:, 0].tolist() == want["preds_per_image"].tolist()
+    assert np.array_equal(out["obj_ids"], want["obj_ids"]) and np.allclose(out["roi_features"], want["roi_features"])
+    assert {t.name: t.dims for t in ep.outputs}["roi_features"] == (36, 16)
+    with pytest.raises(Bad, match="input 'image'"):
+        ep.run(generic, {"image": np.array([[b"not an image"]], dtype=object)})

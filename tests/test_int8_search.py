@@ -56,12 +56,31 @@ def test_simulated_error_is_onnxruntimes(tmp_path):
     w = rng.standard_normal((64, 48)).astype(np.float32) * 0.1
     x = _outlier_input(rng)
     fp32 = _matmul_graph(tmp_path / "f.onnx", {"w": w})
-    quantize_int8(fp32, tmp_path / "q.onnx")
+    facts = quantize_int8(fp32, tmp_path / "q.onnx")  # reduce_range as this machine needs (saturating_cpu)
+    rr = facts["reduce_range"]
     got_h = make_session(tmp_path / "q.onnx").run(["y0"], {"x": x})[0]
-    simulated = np.maximum(int8_search._dynamic_uint8(x, False) @ int8_search._int8_per_channel(w, True, False), 0)
+    simulated = np.maximum(int8_search._dynamic_uint8(x, rr) @ int8_search._int8_per_channel(w, True, rr), 0)
     exact = np.maximum(x @ w, 0)
     assert np.abs(got_h - exact).max() > 1e-2  # int8 visibly differs from fp32 on this input
     np.testing.assert_allclose(got_h, simulated, atol=1e-4 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("rr", [False, True])
+def test_simulation_matches_onnxruntime_where_it_cannot_saturate(tmp_path, rr):
+    """reduce_range (7-bit weights) never saturates: the simulation must equal ORT exactly on any CPU;
+    full-range weights are compared only where the CPU has VNNI."""
+    from vlexport.export.quantize import saturating_cpu
+
+    if not rr and saturating_cpu():
+        pytest.skip("this CPU has no VNNI: ONNX Runtime's full-range u8 x s8 kernel saturates here by design")
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((64, 48)).astype(np.float32) * 0.1
+    x = _outlier_input(rng)
+    fp32 = _matmul_graph(tmp_path / "f.onnx", {"w": w})
+    quantize_int8(fp32, tmp_path / "q.onnx", reduce_range=rr)
+    got = make_session(tmp_path / "q.onnx").run(["y0"], {"x": x})[0]
+    sim = np.maximum(int8_search._dynamic_uint8(x, rr) @ int8_search._int8_per_channel(w, True, rr), 0)
+    np.testing.assert_allclose(got, sim, atol=1e-4 * np.abs(x @ w).max())
 
 
 def test_sensitivity_ranks_the_outlier_input_first(tmp_path):

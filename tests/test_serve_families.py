@@ -1,4 +1,4 @@
-"""Every family's processor endpoints through a running `vlexport serve` (one server for the five tiny
+"""Every family's processor endpoints through a running `vlexport serve` (one server for the six tiny
 artifacts): text and image file bytes in over HTTP, the processor on the server, HF outputs or the
 generated text out, equal to what `vlexport.load` gives in this process on the same inputs."""
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(PY is None, reason=WHY)
 http = pytest.importorskip("tritonclient.http", reason="tritonclient (test extra) is the Triton client")
 skdata = pytest.importorskip("skimage.data", reason="scikit-image (test extra) has the photographs")
 
-ENDPOINTS = ["pipeline", "image_features", "text_features", "caption", "chat"]
+ENDPOINTS = ["pipeline", "image_features", "text_features", "caption", "chat", "regions"]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_models_listed(served):
     client.close()
     assert names == sorted(["tiny-visualbert-vqa_pipeline", "tiny-vilt-vqa_pipeline",
                             "tiny-dual-encoder_image_features", "tiny-dual-encoder_text_features",
-                            "tiny-captioner_caption", "tiny-vipllava_chat"])
+                            "tiny-captioner_caption", "tiny-vipllava_chat", "tiny-frcnn_regions"])
 
 
 def test_vilt_question_about_photos(served):
@@ -122,6 +122,17 @@ def test_chat_answer(served):
     got = call(server, "tiny-vipllava_chat", {"image": strings(img), "text": strings("What is in the box?"),
                                               "max_new_tokens": np.array([[5]], np.int32)}, "generated_text")
     assert got[0, 0].decode() == want
+
+
+def test_detector_regions_from_concurrent_clients(served):
+    server, arts = served
+    det = vlexport.load(arts["tiny-frcnn"])
+    files = [png_bytes(p) for p in photos()]
+    want = det.extract([decoded(f) for f in files])
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda f: call(server, "tiny-frcnn_regions", {"image": strings(f)}, "roi_features"), files))
+    for i, g in enumerate(got):
+        assert np.allclose(g[0], want["roi_features"][i], atol=1e-5)
 
 
 def test_bad_image_and_text_errors_name_the_input(served):

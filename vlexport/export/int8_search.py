@@ -71,8 +71,9 @@ def capture_inputs(model, nodes: list[dict], feeds_list, threads: int | None = N
 
 
 def _dynamic_uint8(x: np.ndarray, reduce_range: bool) -> np.ndarray:
-    """x quantized and dequantized as DynamicQuantizeLinear does (range always includes 0)."""
-    qmax = 127.0 if reduce_range else 255.0
+    """x quantized and dequantized as DynamicQuantizeLinear does (range always includes 0; always the
+    full uint8 range: reduce_range narrows only the weights, measured against onnxruntime 1.32)."""
+    qmax = 255.0
     lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
     scale = (hi - lo) / qmax if hi > lo else 1.0
     zp = np.clip(np.round(-lo / scale), 0, qmax)
@@ -80,14 +81,15 @@ def _dynamic_uint8(x: np.ndarray, reduce_range: bool) -> np.ndarray:
 
 
 def _int8_per_channel(w: np.ndarray, per_channel: bool, reduce_range: bool) -> np.ndarray:
-    """(K, N) weight quantized symmetric int8, per output column when per_channel."""
-    qmax = 63.0 if reduce_range else 127.0
+    """(K, N) weight quantized symmetric int8, per output column when per_channel; reduce_range: onnxruntime's
+    7-bit weights, [-64, 64] (scale absmax / 64)."""
+    qmax = 64.0 if reduce_range else 127.0
     amax = np.abs(w).max(axis=0, keepdims=True) if per_channel else np.abs(w).max(keepdims=True)
     scale = np.where(amax > 0, amax / qmax, 1.0)
     return np.clip(np.round(w / scale), -qmax, qmax) * scale
 
 
-def sensitivity(fp32_path: Path, feeds_list, exclude=(), per_channel: bool = True, reduce_range: bool = False,
+def sensitivity(fp32_path: Path, feeds_list, exclude=(), per_channel: bool = True, reduce_range: bool | None = None,
                 threads: int | None = None) -> list[dict]:
     """Every quantizable node's simulated int8 output error, most sensitive first:
     [{"name", "rel_error", "outlier_ratio"}] (outlier_ratio: the largest channel's max |x| over the median
@@ -95,6 +97,10 @@ def sensitivity(fp32_path: Path, feeds_list, exclude=(), per_channel: bool = Tru
     import onnx
     from onnx import numpy_helper
 
+    if reduce_range is None:  # as quantize_int8 decides it on this machine
+        from vlexport.export.quantize import saturating_cpu
+
+        reduce_range = saturating_cpu()
     model = onnx.load(str(fp32_path), load_external_data=True)
     nodes = candidates(model, exclude=exclude)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer

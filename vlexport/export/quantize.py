@@ -7,8 +7,11 @@ calibration data is needed. Embedding gathers, LayerNorm, Softmax and GELU stay 
 Choices, measured on a full-size BERT-base VQA model (random weights, 2 CPU threads, AVX512-VNNI):
 - per-channel weights: better agreement with fp32 than per-tensor at the same speed;
 - only MatMul/Gemm: quantizing Gather (the word-embedding table) saves file size but not time;
-- `reduce_range` off: it exists for CPUs without VNNI where u8*s8 products can saturate; on
-  VNNI and on ARM it costs accuracy for nothing. Pass reduce_range=True for old AVX2-only CPUs.
+- `reduce_range` (7-bit weights, [-64, 64]) chosen by the machine (`saturating_cpu()`): on x86 CPUs
+  without VNNI, ONNX Runtime's u8 x s8 kernel sums pairs of products in 16 bits (vpmaddubsw) and
+  saturates: measured on an AVX2-only AMD EPYC, errors of 6.4 on outputs of ~14 with full-range
+  weights, none (2e-6 from the exact int8 product) with reduce_range. On VNNI and ARM it stays off
+  (it costs accuracy for nothing there). The manifest records which was used.
 - the output layers (the classifier: a MatMul/Gemm producing a graph output) stay fp32
   (`keep_output_layers`): their error lands unaveraged on the logits, and they are ~0.1% of
   the work at batch 1 for VQA (768 x 3129 on one token);
@@ -77,7 +80,20 @@ def weights_of_shapes(model, shapes, op_types=DEFAULT_OPS) -> list[str]:
             if n.op_type in op_types and any(inits.get(i) in wanted for i in n.input[1:2])]
 
 
-def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, reduce_range: bool = False,
+def saturating_cpu() -> bool:
+    """True on x86 CPUs without VNNI (AVX-512 VNNI, AVX-VNNI or AMX), whose u8 x s8 dot products saturate."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, reduce_range: bool | None = None,
                   op_types=DEFAULT_OPS, keep_output_layers: bool = True, nodes_to_exclude=None,
                   keep_weight_shapes=(), accurate_nodes=()) -> dict:
     """Write a dynamically quantized int8 copy of `fp32_onnx` to `out_onnx`; return what was done.
@@ -95,12 +111,18 @@ def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, 
     if not fp32_onnx.is_file():
         raise ArtifactError(f"cannot quantize '{fp32_onnx}': no such ONNX file")
     t0 = time.perf_counter()
+    if reduce_range is None:
+        reduce_range = saturating_cpu()
     model = onnx.load(str(fp32_onnx), load_external_data=True)  # external data from the graph's folder
     n_matmul = sum(1 for n in model.graph.node if n.op_type in op_types)
     if accurate_nodes:
         model = blockwise_int8(model, accurate_nodes)
     exclude = (list(nodes_to_exclude or []) + (output_layers(model, op_types) if keep_output_layers else [])
                + not_2d_weights(model, op_types) + weights_of_shapes(model, keep_weight_shapes, op_types))
+    # onnxruntime's quantizer may first rewrite a Gemm as MatMul + Add, naming the MatMul "<gemm>_MatMul":
+    # a Gemm kept fp32 by name must be excluded under that name too (seen with onnxruntime 1.32)
+    gemms = {n.name for n in model.graph.node if n.op_type == "Gemm"}
+    exclude = list(dict.fromkeys(exclude + [f"{n}_MatMul" for n in exclude if n in gemms]))
     large = model.ByteSize() > 1_900_000_000 if hasattr(model, "ByteSize") else False
     out_onnx.parent.mkdir(parents=True, exist_ok=True)
     # The quantizer logs a pre-processing hint on the root logger; it does not apply to these graphs

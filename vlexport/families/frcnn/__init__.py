@@ -10,6 +10,7 @@ pipeline (anchors, NMS, RoI pooling and region selection in numpy between them).
     pipeline.py    RegionPipeline: the demo's forward on the graphs; extract() over many images
     predict.py     `vlexport predict DETECTOR --image photo.jpg`: the regions as a table
     extract.py     `vlexport regions --images DIR --out features/`: one bottom-up-attention .npz per image
+    serve.py       the "regions" serving endpoint (image bytes in, regions out)
     checkpoints.py the public config (--random-weights) and the tiny built-in detector
 """
 
@@ -50,6 +51,7 @@ FAMILY = Family(
     tiny=checkpoints.TINY,
     pipelines={"regions": "vlexport.families.frcnn.pipeline:RegionPipeline"},
     folder_config=_folder_config,
+    serve="vlexport.families.frcnn.serve:endpoints",
     commands="vlexport.families.frcnn.extract:add_parsers",
     predict=PredictCommand(arguments=((("--image",), dict(nargs="+", help="photo(s)")),),
                            run="vlexport.families.frcnn.predict:run"),

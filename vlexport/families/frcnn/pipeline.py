@@ -15,7 +15,6 @@ original_sizes (h, w before resizing; not in the demo's dict).
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -114,4 +113,4 @@ def _scales(value, n) -> np.ndarray:
     return a.astype(np.float32)
 
 
-__all__ = ["RegionPipeline", "math"]
+
