@@ -128,7 +128,7 @@ def test_detector_regions_from_concurrent_clients(served):
     server, arts = served
     det = vlexport.load(arts["tiny-frcnn"])
     files = [png_bytes(p) for p in photos()]
-    want = det.extract([decoded(f) for f in files])
+    want = det.extract([decoded(f) for f in files])  # one image per call, as the endpoint runs them
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda f: call(server, "tiny-frcnn_regions", {"image": strings(f)}, "roi_features"), files))
     for i, g in enumerate(got):

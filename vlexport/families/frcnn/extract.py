@@ -4,7 +4,7 @@ The detector is an artifact folder: `--detector PATH` (default engines/frcnn-vg-
 `vlexport build --model unc-nlp/frcnn-vg-finetuned` writes it), or a VisualBERT artifact built with
 --regions (its regions/ subfolder is used). Images are found as `vlexport embed` finds them
 (directories searched recursively, globs, files) and run in batches (--batch-size, at most the
-artifact's batch range), with a progress bar.
+artifact's batch range; default 1, see RegionPipeline.extract), with a progress bar.
 
 Output: for each image, OUT/<name>.npz (its file name without the extension; two images with the
 same name is an error), written atomically (a hidden temporary file, renamed), in the layout of the
@@ -47,7 +47,9 @@ def add_parsers(sub):
     p.add_argument("--detector", type=Path, default=None,
                    help=f"a region detector artifact, or a VisualBERT artifact built with --regions "
                         f"(default {DEFAULT_DETECTOR})")
-    p.add_argument("--batch-size", type=int, default=None, help="images per call (default: the artifact's largest)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="images per call (default 1: batched images are padded to one size, which changes the "
+                        "features near a smaller image's borders)")
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"])
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     p.add_argument("--overwrite", action="store_true", help="replace existing .npz files instead of skipping them")
@@ -79,7 +81,7 @@ def _write_npz(path: Path, arrays: dict) -> None:
         raise
 
 
-def extract_regions(images, out, detector=None, batch_size=None, backend="auto", precision="fp32",
+def extract_regions(images, out, detector=None, batch_size=1, backend="auto", precision="fp32",
                     overwrite=False, progress=True) -> dict:
     """The Python API of `vlexport regions`; returns the index (also written to OUT/index.json)."""
     import vlexport
@@ -89,7 +91,7 @@ def extract_regions(images, out, detector=None, batch_size=None, backend="auto",
     det = vlexport.load(folder, backend=backend, precision=precision)
     if det.artifact.manifest.get("pipeline") != "regions":
         raise ConfigError(f"'{folder}' is a {det.artifact.manifest.get('pipeline')} artifact, not a region detector")
-    if batch_size is not None and batch_size < 1:
+    if batch_size is None or batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     files = collect_images(images)
     if not files:
@@ -105,14 +107,14 @@ def extract_regions(images, out, detector=None, batch_size=None, backend="auto",
         raise ConfigError(f"--out '{out}' exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     todo = [f for f in files if overwrite or not (out / f"{Path(f).stem}.npz").exists()]
-    size = min(batch_size or det._axes["batch"].max, det._axes["batch"].max)
+    size = min(batch_size, det._axes["batch"].max)
     index, skipped = [], []
     t0 = time.perf_counter()
     with _Progress(len(todo), f"regions ({folder.name})", progress) as bar:
         for s in range(0, len(todo), size):
             batch = todo[s:s + size]
             try:
-                results = [(batch, det.extract(batch))]
+                results = [(batch, det.extract(batch, batch_size=size))]
             except (InputError, NumericalError):  # find the bad image(s): one at a time
                 results = []
                 for f in batch:

@@ -73,12 +73,19 @@ class RegionPipeline(Pipeline):
 
     forward = __call__
 
-    def extract(self, images, batch_size: int | None = None, progress=None) -> ModelOutput:
-        """Images (paths, PIL images, RGB arrays) -> the detector's outputs, run in batches of at most
-        the artifact's batch range; `progress(n)` is called after each batch with its image count."""
+    def extract(self, images, batch_size: int = 1, progress=None) -> ModelOutput:
+        """Images (paths, PIL images, RGB arrays) -> the detector's outputs; `progress(n)` is called after
+        each batch with its image count.
+
+        One image per call by default, as the demo runs one photo: images batched together are padded to
+        the largest, and the padding changes the features of regions near a smaller image's borders (the
+        convolutions see the padded canvas), so an image's regions would depend on its batch-mates. A
+        batch_size > 1 (at most the artifact's batch range) trades that for throughput on accelerators."""
         if not isinstance(images, (list, tuple)):
             images = [images]
-        size = min(batch_size or self._axes["batch"].max, self._axes["batch"].max)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        size = min(batch_size, self._axes["batch"].max)
         parts = []
         for s in range(0, len(images), size):
             batch = images[s:s + size]
