@@ -408,7 +408,10 @@ def _run_case(b, backend, precision, data):
         assert t_kind == "ok", theirs
         tol = 1e-4
         for k in ref:
-            np.testing.assert_allclose(ref[k], theirs[k], rtol=tol, atol=tol, err_msg=f"fp32 ORT vs torch, '{k}'")
+            # float32 sums carry errors on the scale of their terms, not of the result: an element near 0 among
+            # logits of +-600 (arbitrary inputs to a detector head) differs by ~1e-4 between two correct kernels
+            scale = max(1.0, float(np.abs(np.asarray(ref[k], np.float64)).max(initial=0)))
+            np.testing.assert_allclose(ref[k], theirs[k], rtol=tol, atol=tol * scale, err_msg=f"fp32 ORT vs torch, '{k}'")
 
 
 @pytest.mark.parametrize("backend,precision", BACKENDS, ids=BACKEND_IDS)
