@@ -57,12 +57,8 @@ def parts_of(det, x):
     index = np.concatenate([np.full(len(p), n, np.int64) for n, p in enumerate(props)])
     pooled = B.roi_pool(out["features"], index, np.concatenate(props), det.cfg.pooler_resolution, 1 / 16)
     t3 = time.perf_counter()
-    heads = {}
-    for s in range(0, len(pooled), det.max_rois):
-        part = det.run_graph("roi_heads", det.prepare({"pooled": pooled[s:s + det.max_rois]}, "roi_heads"))
-        for k, v in part.items():
-            heads.setdefault(k, []).append(v)
-    heads = {k: np.concatenate(v) for k, v in heads.items()}
+    heads = B.run_heads(lambda p: det.run_graph("roi_heads", det.prepare({"pooled": p}, "roi_heads")), pooled,
+                        det.max_rois)
     t4 = time.perf_counter()
     B.select_regions(heads, props, x["image_sizes"], x["scales_yx"], det.cfg)
     t5 = time.perf_counter()

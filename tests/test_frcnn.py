@@ -9,15 +9,13 @@ and coordinates to 1e-3 px), the same class and attribute ids, features within 1
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import frcnn_kit as kit
-from vlexport.errors import ArtifactError, ConfigError, InputError
+from vlexport.errors import ConfigError, InputError
 from vlexport.families.frcnn.config import FrcnnConfig
 from vlexport.families.frcnn.processor import FrcnnImageProcessor, resize_bilinear, resized_size
 

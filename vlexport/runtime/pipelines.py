@@ -74,6 +74,12 @@ class Pipeline:
         self._processor = None
         self._lock = threading.Lock()
 
+    def require_graphs(self, pipeline: str, *names: str) -> None:
+        """ArtifactError unless the artifact's graphs are exactly `names` (a family pipeline's own)."""
+        if set(self.backends) != set(names):
+            raise ArtifactError(f"the {pipeline} pipeline runs the graphs {' and '.join(repr(n) for n in names)}; "
+                                f"'{self.artifact.path}' has {sorted(self.backends)}")
+
     # ---- what the artifact says
     @property
     def config(self) -> dict:

@@ -223,6 +223,15 @@ def select_regions(heads: dict, proposal_boxes: list, image_sizes, scales_yx, cf
     return result
 
 
+def run_heads(run, pooled: np.ndarray, chunk: int) -> dict:
+    """The box head over all pooled regions in calls of at most `chunk` (run: feeds -> {name: array})."""
+    heads = {}
+    for s in range(0, len(pooled), chunk):
+        for k, v in run(pooled[s:s + chunk]).items():
+            heads.setdefault(k, []).append(np.asarray(v))
+    return {k: np.concatenate(v) for k, v in heads.items()}
+
+
 def region_inputs(cfg, cell_anchors, features, objectness, anchor_deltas, image_sizes, stride: int = 16):
     """Between the graphs: proposals per image, their image indices, and their RoI-pooled res4 cells
     (R, C, P, P) in the order of the proposals."""

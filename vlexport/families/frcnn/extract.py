@@ -26,9 +26,6 @@ OUT is touched. An image that cannot be read is reported and skipped; the run fa
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -68,17 +65,13 @@ def _detector_folder(path: Path | None) -> Path:
 
 
 def _write_npz(path: Path, arrays: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    import io
+
+    from vlexport.fsutil import write_atomic
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_atomic(path, buf.getbuffer())
 
 
 def extract_regions(images, out, detector=None, batch_size=1, backend="auto", precision="fp32",
@@ -86,6 +79,7 @@ def extract_regions(images, out, detector=None, batch_size=1, backend="auto", pr
     """The Python API of `vlexport regions`; returns the index (also written to OUT/index.json)."""
     import vlexport
     from vlexport.embed import _Progress, collect_images
+    from vlexport.fsutil import write_json_atomic
 
     folder = _detector_folder(detector)
     det = vlexport.load(folder, backend=backend, precision=precision)
@@ -141,9 +135,7 @@ def extract_regions(images, out, detector=None, batch_size=1, backend="auto", pr
     summary = {"format": "vlexport-regions/1", "detector": str(folder.resolve()), "backend": det.describe(),
                "precision": precision, "images": index + kept, "skipped": skipped, "seconds": round(seconds, 2),
                "extracted": len(index), "kept_existing": len(kept)}
-    tmp = out / ".index.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / "index.json")
+    write_json_atomic(out / "index.json", summary)
     return summary
 
 

@@ -252,12 +252,8 @@ class GeneralizedRCNN(Pretrained, nn.Module):
         props, pooled_index, pooled = B.region_inputs(self.config, self.artifact_facts()["cell_anchors"], feats,
                                                     out["objectness"].numpy(), out["anchor_deltas"].numpy(),
                                                     image_sizes)
-        heads = {}
-        for s in range(0, len(pooled), roi_chunk):
-            part = self.roi_heads(torch.from_numpy(pooled[s:s + roi_chunk]))
-            for k, v in part.items():
-                heads.setdefault(k, []).append(v.numpy())
-        heads = {k: np.concatenate(v) for k, v in heads.items()}
+        heads = B.run_heads(lambda p: {k: v.numpy() for k, v in self.roi_heads(torch.from_numpy(p)).items()},
+                            pooled, roi_chunk)
         result = B.select_regions(heads, props, image_sizes, scales, self.config)
         result["sizes"] = image_sizes
         result["original_sizes"] = np.rint(image_sizes * scales).astype(np.int64)  # (B, 2) h, w before resizing

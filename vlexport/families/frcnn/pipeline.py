@@ -28,9 +28,7 @@ from vlexport.runtime.pipelines import Pipeline, to_array
 class RegionPipeline(Pipeline):
     def __init__(self, artifact, backends, family, chosen_because=""):
         super().__init__(artifact, backends, family, chosen_because)
-        if set(backends) != {"backbone", "roi_heads"}:
-            raise ArtifactError(f"the regions pipeline runs the graphs 'backbone' and 'roi_heads'; '{artifact.path}' "
-                                f"has {sorted(backends)}")
+        self.require_graphs("regions", "backbone", "roi_heads")
         self.cfg = FrcnnConfig.from_dict(artifact.config)
         facts = artifact.manifest.get("model_facts") or {}
         cells, stride = facts.get("cell_anchors"), facts.get("stride")
@@ -60,12 +58,8 @@ class RegionPipeline(Pipeline):
         out = self.run_graph("backbone", feeds)
         props, _, pooled = B.region_inputs(self.cfg, self.cell_anchors, out["features"], out["objectness"],
                                            out["anchor_deltas"], sizes, self.stride)
-        heads = {}
-        for s in range(0, len(pooled), self.max_rois):
-            part = self.run_graph("roi_heads", self.prepare({"pooled": pooled[s:s + self.max_rois]}, "roi_heads"))
-            for k, v in part.items():
-                heads.setdefault(k, []).append(v)
-        heads = {k: np.concatenate(v) for k, v in heads.items()}
+        heads = B.run_heads(lambda p: self.run_graph("roi_heads", self.prepare({"pooled": p}, "roi_heads")),
+                            pooled, self.max_rois)
         result = B.select_regions(heads, props, sizes, scales, self.cfg)
         result["sizes"] = sizes
         result["original_sizes"] = np.rint(sizes * scales).astype(np.int64)  # (B, 2) h, w before resizing

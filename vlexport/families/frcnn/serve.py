@@ -29,11 +29,10 @@ def endpoints(artifact) -> list[Endpoint]:
             cache["det"] = RegionPipeline(pipeline.artifact, pipeline.backends, pipeline.family)
         det = cache["det"]
         images = [row[0] for row in decode_images("image", batch["image"])]
-        with naming("image"):
-            det.processor(images=images)  # every image decodes and fits before any runs
         # one image per call: a merged batch would pad images to one size, and their regions would then
         # depend on which requests the dynamic batcher put together (see RegionPipeline.extract)
-        out = det.extract(images, batch_size=1)
+        with naming("image"):
+            out = det.extract(images, batch_size=1)
         return {k: (out[k][:, None] if k == "preds_per_image" else out[k]) for k in OUTPUTS}
 
     dims = {"roi_features": ("float32", (D, C)), "boxes": ("float32", (D, 4)), "normalized_boxes": ("float32", (D, 4)),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlexport.errors import ArtifactError, InputError
+from vlexport.errors import InputError
 from vlexport.runtime.generation import GenerationSettings, KVCache, beam_search, greedy_or_sample
 from vlexport.runtime.pipelines import Pipeline
 
@@ -23,9 +23,7 @@ from vlexport.runtime.pipelines import Pipeline
 class EncoderDecoderPipeline(Pipeline):
     def __init__(self, artifact, backends, family, chosen_because=""):
         super().__init__(artifact, backends, family, chosen_because)
-        if set(backends) != {"encoder", "decoder"}:
-            raise ArtifactError(f"the generate pipeline runs the graphs 'encoder' and 'decoder'; '{artifact.path}' "
-                                f"has {sorted(backends)}")
+        self.require_graphs("generate", "encoder", "decoder")
         self._cfg = family.config_from_dict(artifact.config)
 
     def generation_defaults(self) -> dict:

@@ -33,9 +33,7 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 class DualEncoderPipeline(Pipeline):
     def __init__(self, artifact, backends, family, chosen_because=""):
         super().__init__(artifact, backends, family, chosen_because)
-        if set(backends) != {"vision", "text"}:
-            raise ArtifactError(f"the dual_encoder pipeline runs the graphs 'vision' and 'text'; '{artifact.path}' "
-                                f"has {sorted(backends)}")
+        self.require_graphs("dual_encoder", "vision", "text")
         scale = (artifact.manifest.get("model_facts") or {}).get("logit_scale")
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or abs(scale) > 100:
             raise ArtifactError(f"{artifact.path}/manifest.json: model_facts.logit_scale must be a finite number, "
