@@ -83,21 +83,49 @@ if _settings is not None:
 
 
 # ----------------------------------------------------------------------------- tiny artifacts, built once
-from serve_kit import TINY as TINY_IDS  # noqa: E402  (every family's built-in tiny model)
+TINY_IDS = sorted(i for f in families.all_families() for i in f.tiny)  # every family's built-in tiny models
+
+
+class TinyArtifacts(dict):
+    """{tiny model id: artifact folder}, plus `logs[id]`: the (stdout, stderr) its build printed."""
+
+    logs: dict
 
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory):
-    """{tiny model id: artifact folder} for every family's built-in tiny model, built once per session
-    (side by side, a few seconds of one core each). Shared: copy a folder before changing it."""
+    """Every family's built-in tiny model built once per session, as a user builds it
+    (`vlexport build --model ID --fp16 --int8`, side by side, one thread each): fp32, fp16 and int8
+    graphs, validated. The registry-driven tests (build layout, CLI, properties, serving, artifact
+    errors) all read these folders, so each tiny model is exported once per run, not once per test
+    module. Shared and read-only: copy a folder before changing anything in it (the session checks
+    at its end that no test did)."""
     import subprocess
     import sys
 
     root = tmp_path_factory.mktemp("tiny-artifacts")
-    procs = {m: subprocess.Popen([sys.executable, "-m", "vlexport", "build", "--model", m, "--out", str(root / m),
-                                  "--quiet", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs = {m: subprocess.Popen([sys.executable, "-m", "vlexport", "build", "--model", m, "--fp16", "--int8",
+                                  "--out", str(root / m), "--threads", "1"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env={**_os.environ, "COLUMNS": "200"})
              for m in TINY_IDS}
+    arts = TinyArtifacts()
+    arts.logs = {}
     for m, p in procs.items():
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, f"building {m} failed:\n{err.decode()[-3000:]}"
-    return {m: root / m for m in TINY_IDS}
+        out, err = p.communicate(timeout=900)
+        assert p.returncode == 0, f"building {m} failed:\n{err[-3000:]}"
+        arts[m], arts.logs[m] = root / m, (out, err)
+    before = {m: _tree_digest(f) for m, f in arts.items()}
+    yield arts
+    changed = [m for m, f in arts.items() if _tree_digest(f) != before[m]]
+    assert not changed, f"a test changed the shared tiny artifacts {changed}: copy a folder before editing it"
+
+
+def _tree_digest(folder) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()

@@ -34,7 +34,7 @@ from vlexport.specs import AxisRange
 
 @pytest.fixture(scope="module")
 def good(tiny_builds):
-    """A complete tiny VisualBERT artifact (fp32 graph only). Tests edit copies of it."""
+    """A complete tiny VisualBERT artifact (fp32, fp16 and int8 graphs). Tests edit copies of it."""
     return tiny_builds(TINY_ID)
 
 
@@ -65,17 +65,9 @@ TINY_IDS = sorted(i for f in families.all_families() for i in f.tiny)
 
 
 @pytest.fixture(scope="module")
-def tiny_builds(tmp_path_factory):
-    """model id -> a complete fp32-only artifact of that built-in tiny model, built once."""
-    cache = {}
-
-    def get(model_id):
-        if model_id not in cache:
-            cache[model_id] = build(model_id, tmp_path_factory.mktemp("tiny") / model_id, onnx_only=True,
-                                    progress=False)
-        return cache[model_id]
-
-    return get
+def tiny_builds(tiny_artifacts):
+    """model id -> a complete artifact of that built-in tiny model (the session's shared build, read-only)."""
+    return tiny_artifacts.__getitem__
 
 
 @pytest.fixture(params=TINY_IDS)
@@ -106,6 +98,16 @@ def _rehash(folder, m, rel):
 
 def _load(folder, **kw):
     return vlexport.load(folder, backend="onnxruntime", **kw)
+
+
+def _load_reading(folder, rel: str, manifest: dict):
+    """Load the artifact at the precision whose graphs read the file `rel` (loading checks the files it
+    uses: an int8 graph's file is read, and checked, when int8 is loaded)."""
+    for g in manifest["graphs"].values():
+        for prec, entry in g["onnx"].items():
+            if rel == entry["file"] or rel in entry.get("data", []):
+                return _load(folder, precision=prec)
+    return _load(folder)
 
 
 def _run(model) -> dict:
@@ -284,7 +286,8 @@ def test_external_data_inside_a_function_body_is_seen(any_art, tmp_path):
 def test_every_damaged_file_fails_at_load_naming_it(any_art, damage):
     """Graphs, config.json, the processor's files (tokenizer.json / vocab.txt / ...): whatever the
     manifest lists, damaged, gives an ArtifactError naming it when the artifact is loaded."""
-    listed = sorted(_manifest(any_art)["files"])
+    manifest = _manifest(any_art)
+    listed = sorted(manifest["files"])
     assert "config.json" in listed
     for rel in listed:
         f = any_art / rel
@@ -297,7 +300,7 @@ def test_every_damaged_file_fails_at_load_naming_it(any_art, damage):
             f.unlink()
         why = "is missing" if damage == "removed" else "does not match its recorded SHA-256"
         with pytest.raises(ArtifactError, match=rf"{re.escape(rel)}' {why}"):
-            _load(any_art)  # at load, not at the first call
+            _load_reading(any_art, rel, manifest)  # at load, not at the first call
         f.write_bytes(data)
     _run(_load(any_art))  # all restored: loads and runs
 
@@ -309,7 +312,7 @@ def test_manifest_hash_mismatch_names_the_file(any_art):
         bad["files"][rel]["sha256"] = "0" * 64
         _write_manifest(any_art, bad)
         with pytest.raises(ArtifactError, match=rf"{re.escape(rel)}' does not match its recorded SHA-256"):
-            _load(any_art)
+            _load_reading(any_art, rel, m)
 
 
 def test_other_format_versions(any_art):
@@ -438,6 +441,14 @@ def test_missing_graph_file(art):
 
 
 def test_precision_that_was_not_built(art):
+    m = _manifest(art)  # an fp32-only artifact: its reduced-precision graphs and their files taken out
+    for prec in ("fp16", "int8"):
+        entry = m["graphs"]["model"]["onnx"].pop(prec)
+        for rel in [entry["file"], *entry.get("data", [])]:
+            (art / rel).unlink()
+            del m["files"][rel]
+        m["graphs"]["model"]["validation"].pop(prec, None)
+    _write_manifest(art, m)
     with pytest.raises(ArtifactError, match=r"no fp16 graph for 'model'; it has \['fp32'\]"):
         vlexport.load(art, precision="fp16")
     with pytest.raises(ArtifactError, match="no int8 graph"):

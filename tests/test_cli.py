@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -35,11 +36,10 @@ def assert_user_error(proc_or_code, err: str, command: str, match: str):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """`vlexport build --model tiny-visualbert-vqa --fp16 --out D`, once: (D, completed process)."""
-    out = tmp_path_factory.mktemp("cli") / "tiny"
-    proc = run_cli("build", "--model", TINY_ID, "--fp16", "--out", out)
-    return out, proc
+def built(tiny_artifacts):
+    """`vlexport build --model tiny-visualbert-vqa --fp16 --int8 --out D`, run once per session (conftest.py):
+    (D, (stdout, stderr)). Read-only: copy it to edit."""
+    return tiny_artifacts[TINY_ID], tiny_artifacts.logs[TINY_ID]
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +52,20 @@ def regions(tmp_path_factory):
 # ----------------------------------------------------------------------------- commands
 
 def test_build(built):
-    out, proc = built
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip() == str(out)  # stdout: only the path, for scripts
+    out, (stdout, stderr) = built
+    assert stdout.strip() == str(out)  # stdout: only the path, for scripts
     for stage in ("Loading tiny-visualbert-vqa", "Exporting 'model' to ONNX", "Simplifying", "mixed precision",
-                  "Validating 'model' fp32 against PyTorch", "Validating 'model' fp16", "TensorRT", f"Built {out}"):
-        assert stage in proc.stderr, stage
-    assert "Traceback" not in proc.stderr
+                  "Validating 'model' fp32 against PyTorch", "Validating 'model' fp16", "Quantizing 'model' to int8",
+                  "TensorRT", f"Built {out}"):
+        assert stage in stderr, stage
+    assert "Traceback" not in stderr
     m = json.loads((out / "manifest.json").read_text())
     g = m["graphs"]["model"]
-    assert m["complete"] and set(g["onnx"]) == {"fp32", "fp16"} and m["source"]["model"] == TINY_ID
+    assert m["complete"] and set(g["onnx"]) == {"fp32", "fp16", "int8"} and m["source"]["model"] == TINY_ID
     if "fp16" not in g["engines"]:  # the note keeps its brackets (printed as text, not rich markup)
-        assert f"      {m['engine_skipped']}" in proc.stderr.splitlines()
+        assert f"      {m['engine_skipped']}" in stderr.splitlines()
         if "package is not installed" in m["engine_skipped"]:
-            assert "(pip install 'vlexport[gpu]')" in proc.stderr
+            assert "(pip install 'vlexport[gpu]')" in stderr
     assert g["validation"]["fp16"]["passed"] and g["validation"]["fp32"]["passed"]
     assert (out / "tokenizer.json").is_file() and (out / "config.json").is_file()
 
@@ -200,13 +200,18 @@ def test_predict_errors(built, regions, tmp_path):
     err = "\n".join(line for line in proc.stderr.splitlines()
                     if line.startswith("vlexport") or "Traceback" in line)  # the tokenizer's length warning aside
     assert_user_error(proc.returncode, err, "predict", r"'input_ids' has text=82, outside .*\[2, 64\]")
-    proc = run_cli("predict", out, "--text", "what?", "--visual-embeds", regions, "--precision", "int8")
+    no_int8 = tmp_path / "no-int8"  # a copy built as if without --int8: its int8 graph taken out
+    shutil.copytree(out, no_int8)
+    m = json.loads((no_int8 / "manifest.json").read_text())
+    rel = m["graphs"]["model"]["onnx"].pop("int8")["file"]
+    del m["files"][rel]
+    (no_int8 / rel).unlink()
+    (no_int8 / "manifest.json").write_text(json.dumps(m))
+    proc = run_cli("predict", no_int8, "--text", "what?", "--visual-embeds", regions, "--precision", "int8")
     assert_user_error(proc, proc.stderr, "predict", r"no int8 graph")
 
 
 def test_broken_artifact_errors(built, tmp_path, capsys):
-    import shutil
-
     art = tmp_path / "art"
     shutil.copytree(built[0], art)
     (art / "manifest.json").write_text("{")

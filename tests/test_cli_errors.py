@@ -23,7 +23,6 @@ import pytest
 from vlexport import families
 from vlexport._deps import available
 from vlexport.cli import main
-from vlexport.export.build import build
 from vlexport.families.visual_bert.checkpoints import TINY_ID, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,9 +71,9 @@ def snapshot(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    """A tiny fp32 + fp16 VisualBERT artifact, built once (read-only for the tests: copy to edit)."""
-    return build(TINY_ID, tmp_path_factory.mktemp("art") / "tiny", fp16=True, progress=False)
+def artifact(tiny_artifacts):
+    """A tiny fp32 + fp16 + int8 VisualBERT artifact, the session's shared build (read-only: copy to edit)."""
+    return tiny_artifacts[TINY_ID]
 
 
 # ============================================================================= 1. data loss

@@ -22,14 +22,14 @@ def run_cli(*args, timeout=300):
 
 
 @pytest.mark.parametrize("model_id", TINY_IDS)
-def test_build_inspect_verify_validate(model_id, tmp_path):
-    out = tmp_path / model_id
-    proc = run_cli("build", "--model", model_id, "--fp16", "--int8", "--out", out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip() == str(out) and "Traceback" not in proc.stderr
+def test_build_inspect_verify_validate(model_id, tiny_artifacts, tmp_path):
+    # the build: `vlexport build --model ID --fp16 --int8 --out OUT`, run once per session (conftest.py)
+    out = tiny_artifacts[model_id]
+    stdout, stderr = tiny_artifacts.logs[model_id]
+    assert stdout.strip() == str(out) and "Traceback" not in stderr
     m = json.loads((out / "manifest.json").read_text())
     for g in m["graphs"]:
-        assert f"Exporting '{g}' to ONNX" in proc.stderr and f"Validating '{g}' fp16" in proc.stderr
+        assert f"Exporting '{g}' to ONNX" in stderr and f"Validating '{g}' fp16" in stderr
 
     proc = run_cli("inspect", out)
     assert proc.returncode == 0, proc.stderr

@@ -27,10 +27,8 @@ TINY = next(tid for fam in families.all_families() if fam.name == "visual_bert" 
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    from vlexport.export.build import build
-
-    return build(TINY, tmp_path_factory.mktemp("concurrency") / TINY, fp16=True, int8=True, progress=False)
+def artifact(tiny_artifacts):
+    return tiny_artifacts[TINY]  # fp32 + fp16 + int8, the session's shared build
 
 
 QUESTIONS = ["what color is the cat?", "how many dogs are there", "is it red", "a", "",

@@ -18,14 +18,13 @@ from PIL import Image
 
 import vlexport
 from vlexport.cli import main
-from vlexport.export.build import build
 
 skimage_data = pytest.importorskip("skimage.data")
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    return build("tiny-dual-encoder", tmp_path_factory.mktemp("art") / "de", progress=False)
+def artifact(tiny_artifacts):
+    return tiny_artifacts["tiny-dual-encoder"]  # the session's shared build (read-only)
 
 
 @pytest.fixture(scope="module")
@@ -275,8 +274,8 @@ def test_every_input_bad(capsys, artifact, photos, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_other_family(capsys, photos, tmp_path_factory):
-    vqa = build("tiny-visualbert-vqa", tmp_path_factory.mktemp("vqa") / "vqa", progress=False)
+def test_other_family(capsys, photos, tmp_path_factory, tiny_artifacts):
+    vqa = tiny_artifacts["tiny-visualbert-vqa"]
     out = tmp_path_factory.mktemp("o") / "v.npy"
     code, _, err = run(capsys, "embed", vqa, "--images", photos[0], "--out", out)
     one_line_error(code, err, r"visual_bert artifact .*this artifact's pipeline \(\w+\) does not embed images")

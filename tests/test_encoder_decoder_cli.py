@@ -13,11 +13,11 @@ skdata = pytest.importorskip("skimage.data")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_artifacts):
     from PIL import Image
 
     root = tmp_path_factory.mktemp("captioner")
-    out = build("tiny-captioner", root / "art", progress=False)
+    out = tiny_artifacts["tiny-captioner"]  # the session's shared build (read-only)
     photos = []
     for name in ("chelsea", "astronaut"):
         p = root / f"{name}.jpg"

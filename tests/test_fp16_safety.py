@@ -27,10 +27,8 @@ MAGNITUDES = (1e3, 1e4, 6e4, 1e6)
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    from vlexport.export.build import build
-
-    out = build(TINY, tmp_path_factory.mktemp("fp16") / TINY, fp16=True, int8=True, progress=False)
+def models(tiny_artifacts):
+    out = tiny_artifacts[TINY]  # fp32 + fp16 + int8, the session's shared build
     return {p: vlexport.load(out, backend="onnxruntime", precision=p) for p in PRECISIONS}
 
 

@@ -13,15 +13,14 @@ import pytest
 import frcnn_kit as kit
 import vlexport
 from vlexport.errors import ArtifactError, InputError
-from vlexport.export.build import build
 from vlexport.reference import from_pretrained
 
 TINY = "tiny-frcnn"
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    return build(TINY, tmp_path_factory.mktemp("frcnn") / "a", fp16=True, progress=False, threads=2)
+def artifact(tiny_artifacts):
+    return tiny_artifacts[TINY]  # fp32 + fp16 (int8 refused), the session's shared build (read-only)
 
 
 @pytest.fixture(scope="module")

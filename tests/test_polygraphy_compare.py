@@ -14,10 +14,8 @@ pytest.importorskip("polygraphy", reason="polygraphy is a test dependency (pip i
 
 
 @pytest.fixture(scope="module")
-def tiny_artifact(tmp_path_factory):
-    from vlexport.export.build import build
-
-    return build("tiny-visualbert-vqa", tmp_path_factory.mktemp("poly") / "tiny", fp16=True, progress=False)
+def tiny_artifact(tiny_artifacts):
+    return tiny_artifacts["tiny-visualbert-vqa"]  # the session's shared build
 
 
 def _feeds(artifact_path, n=4):

@@ -70,14 +70,12 @@ _ARTIFACTS: dict = {}
 
 
 @pytest.fixture(scope="module", params=TINY_GRAPHS, ids=lambda p: p[0] if len(_graphs(p[0])) == 1 else f"{p[0]}:{p[1]}")
-def built(request, tmp_path_factory):
-    """One artifact per tiny model (fp32 + fp16 + int8 graphs), built once for this module, and its
+def built(request, tiny_artifacts):
+    """One artifact per tiny model (fp32 + fp16 + int8 graphs, built once per session), and its
     pipelines on every CPU backend, loaded on first use; `call(model, feeds)` runs the graph under test."""
-    from vlexport.export.build import build
-
     tid, graph = request.param
-    if tid not in _ARTIFACTS:
-        _ARTIFACTS[tid] = (build(tid, tmp_path_factory.mktemp("props") / tid, fp16=True, int8=True, progress=False), {})
+    if tid not in _ARTIFACTS:  # the session's shared --fp16 --int8 build (conftest.py)
+        _ARTIFACTS[tid] = (tiny_artifacts[tid], {})
     out, models = _ARTIFACTS[tid]
 
     def model(backend="onnxruntime", precision="fp32"):

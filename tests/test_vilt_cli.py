@@ -31,8 +31,8 @@ def photo(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    cache = {}
+def artifacts(tmp_path_factory, tiny_artifacts):
+    cache = {"visual-question-answering": tiny_artifacts[TINY_ID]}  # the session's shared build (read-only)
 
     def get(task):
         if task not in cache:

@@ -12,14 +12,13 @@ skdata = pytest.importorskip("skimage.data")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_artifacts):
     from PIL import Image
 
     root = tmp_path_factory.mktemp("vipllava")
-    assert main(["build", "--model", "tiny-vipllava", "--out", str(root / "art"), "--quiet"]) == 0
     photo = root / "chelsea.jpg"
     Image.fromarray(skdata.chelsea()).save(photo)
-    return root / "art", str(photo)
+    return tiny_artifacts["tiny-vipllava"], str(photo)  # the session's shared build (read-only)
 
 
 def test_predict_streams_the_answer_to_a_drawn_box(tiny, capsys):

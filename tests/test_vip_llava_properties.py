@@ -18,15 +18,14 @@ from hypothesis import strategies as st  # noqa: E402
 
 import vlexport  # noqa: E402
 from vlexport.errors import InputError  # noqa: E402
-from vlexport.export.build import build  # noqa: E402
 
 OUTCOMES = Counter()  # both outcomes must occur (see the last test)
 WORDS = ["What", "is", "inside", "the", "red", "box", "?", "<image>", "\n", " ", "ünïcödé", "猫", "###", "<s>", ""]
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return vlexport.load(build("tiny-vipllava", tmp_path_factory.mktemp("vl") / "art", progress=False))
+def model(tiny_artifacts):
+    return vlexport.load(tiny_artifacts["tiny-vipllava"])  # the session's shared build
 
 
 @pytest.fixture(scope="module")

@@ -223,10 +223,8 @@ def test_export_only_has_no_fp16_graph(hf_checkpoint, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_artifact(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny") / "vqa"
-    build(TINY_ID, out, fp16=True, progress=False)
-    return out
+def tiny_artifact(tiny_artifacts):
+    return tiny_artifacts[TINY_ID]  # the session's shared build (read-only)
 
 
 def test_tiny_artifact_processor_round_trip(tiny_artifact):
