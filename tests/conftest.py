@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import pytest
 
-from oracle import save_hf_model
+from oracle import file_hashes, save_hf_model
 from vlexport import families
 
 
@@ -114,18 +114,7 @@ def tiny_artifacts(tmp_path_factory):
         out, err = p.communicate(timeout=900)
         assert p.returncode == 0, f"building {m} failed:\n{err[-3000:]}"
         arts[m], arts.logs[m] = root / m, (out, err)
-    before = {m: _tree_digest(f) for m, f in arts.items()}
+    before = {m: file_hashes(f) for m, f in arts.items()}
     yield arts
-    changed = [m for m, f in arts.items() if _tree_digest(f) != before[m]]
+    changed = [m for m, f in arts.items() if file_hashes(f) != before[m]]
     assert not changed, f"a test changed the shared tiny artifacts {changed}: copy a folder before editing it"
-
-
-def _tree_digest(folder) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        h.update(str(p.relative_to(folder)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()

@@ -124,3 +124,31 @@ def write_checkpoint(folder, config: dict, state: dict, safe: bool = True):
     else:
         torch.save(state, os.path.join(folder, "pytorch_model.bin"))
     return folder
+
+
+# ----------------------------------------------------------------------------- artifact folders
+
+def file_hashes(folder) -> dict:
+    """{path relative to `folder`: SHA-256} of every file under it."""
+    from pathlib import Path
+
+    from vlexport.fsutil import sha256
+
+    return {str(p.relative_to(folder)): sha256(p) for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def drop_precisions(folder, graph: str, precisions) -> None:
+    """Make an artifact copy look built without `precisions` for `graph`: their manifest entries,
+    validation reports and files taken out (the manifest itself is not hashed)."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "manifest.json"
+    m = json.loads(path.read_text())
+    for prec in precisions:
+        entry = m["graphs"][graph]["onnx"].pop(prec)
+        for rel in [entry["file"], *entry.get("data", [])]:
+            (Path(folder) / rel).unlink()
+            del m["files"][rel]
+        m["graphs"][graph]["validation"].pop(prec, None)
+    path.write_text(json.dumps(m))

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import vlexport
+from oracle import drop_precisions
 from visual_bert_kit import QA, axes_for, build_small, make_feeds
 from vlexport import families
 from vlexport.artifact import Artifact
@@ -441,14 +442,7 @@ def test_missing_graph_file(art):
 
 
 def test_precision_that_was_not_built(art):
-    m = _manifest(art)  # an fp32-only artifact: its reduced-precision graphs and their files taken out
-    for prec in ("fp16", "int8"):
-        entry = m["graphs"]["model"]["onnx"].pop(prec)
-        for rel in [entry["file"], *entry.get("data", [])]:
-            (art / rel).unlink()
-            del m["files"][rel]
-        m["graphs"]["model"]["validation"].pop(prec, None)
-    _write_manifest(art, m)
+    drop_precisions(art, "model", ["fp16", "int8"])  # as if built fp32 only
     with pytest.raises(ArtifactError, match=r"no fp16 graph for 'model'; it has \['fp32'\]"):
         vlexport.load(art, precision="fp16")
     with pytest.raises(ArtifactError, match="no int8 graph"):

@@ -11,7 +11,6 @@ over an earlier artifact.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 
 import vlexport
+from oracle import file_hashes
 from vlexport import families
 from vlexport.artifact import Artifact
 from vlexport.errors import ArtifactError
@@ -60,11 +60,6 @@ def build_and_kill(out: Path, trigger: re.Pattern) -> dict:
     return {"pid": proc.pid, "killed": killed, "rc": proc.returncode, "lines": lines}
 
 
-def hashes(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def hidden(parent: Path, name: str) -> list[Path]:
     return sorted(p for p in parent.iterdir() if p.name.startswith(f".{name}."))
 
@@ -98,7 +93,7 @@ def baseline(tmp_path_factory):
     total = int(STAGE.match(next(line for line in proc.stderr.splitlines()
                                  if STAGE.match(line) and not line.startswith("[1/1]")))[2])
     assert [i for i, _ in stages] == list(range(1, total + 1)), proc.stderr
-    return {"folder": out, "stages": stages, "total": total, "hashes": hashes(out), "outputs": outputs(out)}
+    return {"folder": out, "stages": stages, "total": total, "hashes": file_hashes(out), "outputs": outputs(out)}
 
 
 def test_killed_builds_leave_nothing_half_written(baseline, tmp_path):
@@ -152,7 +147,7 @@ def test_killed_builds_leave_nothing_half_written(baseline, tmp_path):
                 # the next build at this path puts the old one back (what it runs first, run here)
                 remove_stale_staging(old)
                 fig["old artifact restored by the next build"] += 1
-            now = hashes(old)
+            now = file_hashes(old)
             if end and now != baseline["hashes"] and Artifact(old).manifest["created"] != \
                     Artifact(baseline["folder"]).manifest["created"]:
                 res = Artifact(old).verify_all()  # replaced as a whole by the new build
@@ -208,7 +203,7 @@ def test_killed_between_the_two_renames_keeps_the_old_artifact(baseline, tmp_pat
     live.mkdir()
     removed = remove_stale_staging(out)
     assert removed == [staging]
-    assert hashes(out) == baseline["hashes"]
+    assert file_hashes(out) == baseline["hashes"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "tiny"]
     check_output_folder(out)  # and it may be rebuilt
     got = outputs(out)

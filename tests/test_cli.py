@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import vlexport
+from oracle import drop_precisions
 from vlexport.cli import main
 from vlexport.families.visual_bert.checkpoints import TINY_ID, TINY_LABELS
 
@@ -200,13 +201,9 @@ def test_predict_errors(built, regions, tmp_path):
     err = "\n".join(line for line in proc.stderr.splitlines()
                     if line.startswith("vlexport") or "Traceback" in line)  # the tokenizer's length warning aside
     assert_user_error(proc.returncode, err, "predict", r"'input_ids' has text=82, outside .*\[2, 64\]")
-    no_int8 = tmp_path / "no-int8"  # a copy built as if without --int8: its int8 graph taken out
+    no_int8 = tmp_path / "no-int8"  # a copy built as if without --int8
     shutil.copytree(out, no_int8)
-    m = json.loads((no_int8 / "manifest.json").read_text())
-    rel = m["graphs"]["model"]["onnx"].pop("int8")["file"]
-    del m["files"][rel]
-    (no_int8 / rel).unlink()
-    (no_int8 / "manifest.json").write_text(json.dumps(m))
+    drop_precisions(no_int8, "model", ["int8"])
     proc = run_cli("predict", no_int8, "--text", "what?", "--visual-embeds", regions, "--precision", "int8")
     assert_user_error(proc, proc.stderr, "predict", r"no int8 graph")
 
