@@ -361,7 +361,10 @@ def run_benchmark(opts: BenchOptions) -> dict:
         result["model"] = {"source": ctx.artifact.manifest.get("source"), "family": ctx.artifact.family,
                            "architecture": ctx.architecture,
                            "task": ctx.artifact.task, "outputs": ctx.output_names, "graph": ctx.graph,
-                           "graphs": list(ctx.artifact.graph_names)}
+                           "graphs": list(ctx.artifact.graph_names),
+                           # the ONNX precisions the benchmarked graph was built in (the artifact may be a
+                           # temporary build that is gone when this returns)
+                           "precisions": ctx.artifact.precisions(ctx.graph)}
         names = list(opts.backends)
         if REFERENCE not in names:
             names.insert(0, REFERENCE)  # parity needs the reference even when it is not timed
