@@ -473,8 +473,10 @@ def _tradeoff_note(search: dict) -> str:
             else "plain int8"
         cos = f"{t['min_cosine']:.4f}" if t["min_cosine"] is not None else "-"
         top1 = ", ".join(f"{v:.3f}" for v in (t["top1"] or {}).values()) or "-"
-        rows.append(f"{what}: worst cosine {cos}, top-1 {top1}, {t['fp32_ms_at_opt_b1'] / t['ms_at_opt_b1']:.2f}x fp32 speed"
-                    f"{' (passes)' if t['passed'] else ''}")
+        speed = (f"{t['fp32_ms_at_opt_b1'] / t['ms_at_opt_b1']:.2f}x fp32 speed" if t["ms_at_opt_b1"]
+                 else "not timed")  # a plain graph that passed needs no trade-off
+        sets = f", {t['validation_sets']} validation sets" if t.get("validation_sets", 1) > 1 else ""
+        rows.append(f"{what}: worst cosine {cos}, top-1 {top1}, {speed}{sets}{' (passes)' if t['passed'] else ''}")
     kept = ", ".join(f"{n['name']} ({n['as']}, simulated error {n['rel_error']:.3f})" for n in search["nodes"])
     return "int8 trade-off at the opt shape, batch 1:\n  " + "\n  ".join(rows) + f"\n  chosen: {kept}"
 
@@ -504,7 +506,7 @@ def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOpt
         gate = {**int8_gate(manifest["source"]["weights"]), "min_cosine": graph.int8_cosine}
         n = len(precision_cases(axes, opts.int8_samples, seen))
         with st.stage(f"Quantizing '{graph.name}' to int8 and validating on {n} {_kind(real)} inputs "
-                      f"(more trials if it misses the gate)") as adv:
+                      f"(more trials if it misses the gate or a held-out set)") as adv:
             from vlexport.export.int8_search import quantize_gated
 
             facts, rep = quantize_gated(stage / f"{stem}.onnx", stage / f"{stem}.int8.onnx", graph, axes, fp32, gate,
@@ -543,8 +545,11 @@ def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOpt
 
 def _precision_note(label, rep) -> str:
     top1 = ", ".join(f"{k} {v:.3f}" for k, v in rep["top1_agreement"].items())
+    held = "".join(f"; held-out set {h['seed']}: worst cosine {h['min_cosine']:.6f}"
+                   + ("" if h["passed"] else " (missed: searched again with it)")
+                   for h in rep.get("held_out", ()) if h["min_cosine"] is not None)
     return (f"{label} vs fp32 on {rep['cases']} inputs up to {rep['largest']}: worst per-row cosine "
-            f"{rep['min_cosine']:.6f}" + (f", top-1 agreement {top1}" if top1 else "") + ", no NaN/inf")
+            f"{rep['min_cosine']:.6f}" + (f", top-1 agreement {top1}" if top1 else "") + ", no NaN/inf" + held)
 
 
 def _validate_engine(stage: Path, manifest: dict, graph, axes, fp32, seen, extra, opts: BuildOptions, progress):

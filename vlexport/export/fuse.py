@@ -35,8 +35,11 @@ def fuse_for_ort(src: Path, dst: Path) -> dict:
     t0 = time.perf_counter()
     model = ir.load(str(src))
     model, stats = optimize_for_ort(model)
-    large = sum(v.const_value.nbytes for v in model.graph.initializers.values()
-                if v.const_value is not None) > EXTERNAL_DATA_THRESHOLD
+    tensors = [v.const_value for v in model.graph.initializers.values() if v.const_value is not None]
+    # Weights that came from an external file must be written to one of dst's own: saved "as is" they would
+    # keep naming src's data file, which does not exist beside dst.
+    large = (sum(t.nbytes for t in tensors) > EXTERNAL_DATA_THRESHOLD
+             or any(isinstance(t, ir.ExternalTensor) for t in tensors))
     dst.parent.mkdir(parents=True, exist_ok=True)
     ir.save(model, str(dst), external_data=(dst.name + ".data") if large else None)
     ops = collections.Counter(n.op_type for n in model.graph.all_nodes() if n.op_type in FUSED_OPS)

@@ -167,13 +167,15 @@ def precision_cases(axes: dict, n_samples: int, seen: dict | None = None, extra_
 
 def validate_precision(reference, candidate, graph, axes: dict, label: str, n_samples: int = 100,
                        min_cosine: float = 0.999, min_top1: float | None = 0.99, min_top5: float | None = None,
-                       seen: dict | None = None, extra_sizes=(), progress=None, make_inputs=None) -> dict:
+                       seen: dict | None = None, extra_sizes=(), progress=None, make_inputs=None,
+                       seed: int = 0) -> dict:
     """A reduced-precision graph (or engine) against the fp32 graph on `precision_cases`. A threshold
     of None is reported, not gated. Raises ValidationError naming every failed gate.
-    make_inputs: (sizes, rng, pad) -> feeds; default the graph's random maker (e.g. the realistic one)."""
+    make_inputs: (sizes, rng, pad) -> feeds; default the graph's random maker (e.g. the realistic one).
+    seed: which set of draws (0: the build's validation set; others: held-out sets of the same kind)."""
     make_inputs = make_inputs or graph.make_inputs
-    rng = np.random.default_rng(99)
-    cases = precision_cases(axes, n_samples, seen, extra_sizes)
+    rng = np.random.default_rng(99 + 1000 * seed)
+    cases = precision_cases(axes, n_samples, seen, extra_sizes, seed=4321 + 1000 * seed)
     outs = _outputs(graph)
     parts = {n: [] for n in outs}
     worst_case = {n: (2.0, None) for n in outs}
@@ -201,7 +203,7 @@ def validate_precision(reference, candidate, graph, axes: dict, label: str, n_sa
         "top5_agreement": {n: m["top5"] for n, m in merged.items() if "top5" in m},
         "nonfinite": len(nonfinite),
         "thresholds": {"min_cosine": min_cosine, "min_top1": min_top1, "min_top5": min_top5},
-        "inputs": getattr(make_inputs, "kind", "random"),
+        "inputs": getattr(make_inputs, "kind", "random"), "seed": seed,
     }
     problems = []
     if nonfinite:
