@@ -193,6 +193,38 @@ def test_int8_graph_exact_on_rounded_weights(tiny):
     assert _worst_row_cosine(out["logits"], run(tiny.fp32, feeds)["logits"]) > 0.999
 
 
+def test_int4_graph_with_projections_at_8_bits_and_fp32(tiny):
+    """The accuracy-aware int4 search's unit: named projections (a fused group follows any member) at 8 bits
+    or as plain fp32 MatMuls, the rest int4; the graph computes exactly the reference on weights rounded
+    the same way (accuracy_level 0: fp32 compute, so only the rounding differs)."""
+    eight, wide = ["lm_head", "model.layers.0.self_attn.k_proj"], ["model.layers.1.mlp.up_proj"]
+    path = tiny.folder / "mixed.onnx"
+    facts = write_llama_decoder(path, tiny.config, tiny.weights, inv_freq=tiny.inv_freq, quant="int4",
+                                accuracy_level=0, eight_bit=eight, fp32=wide)
+    assert facts["eight_bit"] == sorted(eight) and facts["fp32"] == wide
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    bits = {n.input[1].rsplit(".", 1)[0]: next(a.i for a in n.attribute if a.name == "bits")
+            for n in nodes if n.op_type == "MatMulNBits"}
+    assert bits["lm_head"] == 8 and bits["model.layers.0.self_attn.qkv_proj"] == 8  # k_proj took q and v along
+    assert bits["model.layers.1.self_attn.qkv_proj"] == 4 and bits["model.layers.0.mlp.gate_up_proj"] == 4
+    assert "model.layers.1.mlp.gate_up_proj" not in bits  # up_proj took gate_proj along, as one fp32 MatMul
+    assert any(n.op_type == "MatMul" and n.input[1] == "model.layers.1.mlp.gate_up_proj.weight" for n in nodes)
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = prefill_feeds(tiny)
+    out = run(session, feeds)
+    ref = reference_decoder(tiny.config, dequantized(tiny.weights, 32, bits=4, eight_bit=eight, fp32=wide),
+                            tiny.inv_freq, feeds)
+    plain = reference_decoder(tiny.config, dequantized(tiny.weights, 32, bits=4), tiny.inv_freq, feeds)
+    for name in ("logits", "new_key.0", "new_value.1"):
+        np.testing.assert_allclose(out[name], ref[name], atol=1e-4, rtol=0, err_msg=name)
+    assert np.abs(out["logits"] - plain["logits"]).max() > 1e-3  # the overrides did change the graph
+
+    with pytest.raises(ConfigError, match="fp32 names projections this decoder does not have"):
+        write_llama_decoder(tiny.folder / "bad.onnx", tiny.config, tiny.weights, inv_freq=tiny.inv_freq,
+                            quant="int4", fp32=["model.layers.9.mlp.up_proj"])
+
+
 @pytest.mark.parametrize("quant", ["fp32", "int4"])
 def test_weights_are_streamed_once_each(tmp_path, quant):
     """Each tensor is asked for exactly once, in layer order, and every matrix is dropped before the

@@ -64,3 +64,19 @@ def test_allclose_with_masks():
     assert metrics.allclose(ref, np.array([1.00001, fmin]), atol=1e-4, masked_below=-1e30)
     assert not metrics.allclose(ref, np.array([1.0, 0.0]), atol=1e-4, masked_below=-1e30)
     assert not metrics.allclose(ref, np.array([1.1, fmin]), atol=1e-4, masked_below=-1e30)
+
+
+def test_row_axes_score_a_cache_per_token_over_all_heads():
+    """(batch, heads, tokens, head_dim) with row_axes (1, 3): one row per (batch, token). A head whose
+    vector is near zero and fully wrong weighs by its size, not as a whole bad row."""
+    ref = np.ones((1, 2, 3, 4))
+    ref[0, 1] = 1e-3  # head 1 nearly silent
+    out = ref.copy()
+    out[0, 1] = -1e-3  # ... and its direction flipped
+    per_vector = metrics.parity(ref, out)
+    per_token = metrics.parity(ref, out, row_axes=(1, 3))
+    assert per_vector["cosine_min"] == pytest.approx(-1.0)
+    assert per_token["cosine_min"] == pytest.approx((4 - 4e-6) / (4 + 4e-6))
+    assert per_token["n_rows"] == 3
+    out[0, 0, 2] = -1.0  # a loud head wrong at token 2: that token's row is bad either way
+    assert metrics.parity(ref, out, row_axes=(1, 3))["cosine_min"] < 0

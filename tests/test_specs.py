@@ -75,6 +75,11 @@ def test_manifest_round_trip_and_bad_entries():
             input_from_json(bad)
     with pytest.raises(ValueError):
         output_from_json({"name": "x", "dims": ["batch"], "masked_below": "low"})
+    cache = OutputSpec("new_key.0", ("batch", 2, "text", 8), row_axes=(1, 3))
+    assert output_from_json(GraphSpec("g", [], [cache]).to_json()["outputs"][0]) == cache
+    for rows in ([1, 4], [1, 1], [], ["1"], [True]):  # past the dims, repeated, empty, not integers
+        with pytest.raises(ValueError, match="row_axes"):
+            output_from_json({"name": "x", "dims": ["batch", 2, "text", 8], "row_axes": rows})
 
 
 def test_profiles_for_derived_dims():

@@ -15,6 +15,7 @@ pytest.importorskip("transformers")
 
 VARIANTS = {
     "gqa": {},
+    "tied": dict(tie=True),  # lm_head is the embedding table: the checkpoint stores it once
     "mha-bias": dict(kv_heads=4, attention_bias=True, mlp_bias=True),
     "one-feature-layer": dict(feature_layers=(-1,)),
     "linear-rope": dict(rope={"rope_type": "linear", "rope_theta": 500.0, "factor": 2.0}),
@@ -33,6 +34,8 @@ def _ours_from(folder):
 def pair(request, tmp_path_factory):
     hf = make_hf_model(seed=3, **VARIANTS[request.param])
     folder = save_hf_model(hf, tmp_path_factory.mktemp(request.param))
+    if hf.config.tie_word_embeddings:
+        assert hf.lm_head.weight is hf.model.language_model.embed_tokens.weight
     return hf, _ours_from(folder)
 
 

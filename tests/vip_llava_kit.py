@@ -16,7 +16,7 @@ INIT = 0.2
 
 
 def hf_config(vision_layers=3, text_layers=2, hidden=64, heads=4, kv_heads=2, feature_layers=(-2, 1), image_size=28,
-              patch=14, vocab=VOCAB, image_token=IMAGE_TOKEN, rope=None, **text_kw):
+              patch=14, vocab=VOCAB, image_token=IMAGE_TOKEN, rope=None, tie=False, **text_kw):
     import transformers as t
 
     vision = t.CLIPVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=vision_layers,
@@ -25,10 +25,10 @@ def hf_config(vision_layers=3, text_layers=2, hidden=64, heads=4, kv_heads=2, fe
                          num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=128,
                          rms_norm_eps=1e-5, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
                          initializer_range=INIT, rope_parameters=rope or {"rope_type": "default", "rope_theta": 10000.0},
-                         **text_kw)
+                         tie_word_embeddings=tie, **text_kw)
     return t.VipLlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token,
                             image_seq_length=(image_size // patch) ** 2, vision_feature_layers=list(feature_layers),
-                            pad_token_id=PAD)
+                            pad_token_id=PAD, tie_word_embeddings=tie)
 
 
 def make_hf_model(seed=0, **kw):

@@ -72,11 +72,19 @@ def topk_overlap(ref, out, k: int = 5) -> float:
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(tr, to)])) if len(tr) else math.nan
 
 
-def parity(ref, out, classes: bool = False, masked_below: float | None = None) -> dict:
-    """All parity metrics of one output against the reference (see the module docstring)."""
+def parity(ref, out, classes: bool = False, masked_below: float | None = None, row_axes: tuple | None = None) -> dict:
+    """All parity metrics of one output against the reference (see the module docstring). row_axes: the
+    axes that form one cosine row (default the last; a KV cache (batch, heads, tokens, head_dim) is scored
+    per token over (1, 3), all its heads: one head's vector can be near zero, where a per-vector cosine
+    measures only the absolute error)."""
     r, o = _f64(ref), _f64(out)
     if r.shape != o.shape:
         raise ValueError(f"output shape {o.shape} differs from the reference {r.shape}")
+    if row_axes:
+        keep = [a for a in range(r.ndim) if a not in row_axes]
+        order = keep + list(row_axes)
+        flat = (*[r.shape[a] for a in keep], int(np.prod([r.shape[a] for a in row_axes])))
+        r, o = r.transpose(order).reshape(flat), o.transpose(order).reshape(flat)
     finite = bool(np.isfinite(o).all())
     if masked_below is not None:
         masked = r <= masked_below

@@ -105,6 +105,8 @@ def manifest_tables(m: dict) -> list:
                           T(f"{speed:.2f}x" if speed else ""), T(r.get("passed")))
             tables.append(t)
 
+        tables += _int4_tables(gname, g)
+
         t = Table(title=Text(f"graph '{gname}': validation"))
         for col in ("check", "shapes/cases", "largest", "max abs err", "worst row cosine", "top-1", "passed"):
             t.add_column(col)
@@ -120,3 +122,42 @@ def manifest_tables(m: dict) -> list:
                           T(_fmt(v.get("min_cosine"))), T(top1), T(v.get("passed")))
         tables.append(t)
     return tables
+
+
+SHOWN = 30  # rows of a long list of projections (the manifest keeps them all)
+
+
+def _int4_tables(gname: str, g: dict) -> list:
+    """The int4 search (vlexport.export.int4_search): the projections moved off int4 and every trial; kept
+    in onnx.int4.search when the graph was built, in validation.int4.search when int4 was refused."""
+    from rich.table import Table
+    from rich.text import Text
+
+    def T(x):
+        return Text(str(x))
+
+    search = (((g.get("onnx") or {}).get("int4") or {}).get("search")
+              or ((g.get("validation") or {}).get("int4") or {}).get("search") or {})
+    if not search.get("trials") or len(search["trials"]) < 2:
+        return []
+    out = []
+    moved = search.get("eight_bit", []) + search.get("fp32", [])
+    refused = ((g.get("validation") or {}).get("int4") or {}).get("refused")
+    if moved:
+        t = Table(title=Text(f"graph '{gname}': projections not in int4 (plain int4 missed the gate)"))
+        for col in ("projection", "runs as", "simulated int4 error"):
+            t.add_column(col)
+        for n in moved[:SHOWN]:
+            t.add_row(T(n["name"]), T(n["as"]), T(_fmt(n.get("rel_error"))))
+        if len(moved) > SHOWN:
+            t.add_row(T(f"... and {len(moved) - SHOWN} more (manifest: search)"), T(""), T(""))
+        out.append(t)
+    title = f"graph '{gname}': int4 trials" + (f" (refused: {refused})" if refused else "")
+    t = Table(title=Text(title))
+    for col in ("tier", "8-bit", "fp32", "worst row cosine", "top-1", "passed"):
+        t.add_column(col)
+    for r in search["trials"]:
+        t.add_row(T(r.get("tier")), T(r.get("eight_bit")), T(r.get("fp32")), T(_fmt(r.get("min_cosine"))),
+                  T(", ".join(_fmt(x) for x in (r.get("top1") or {}).values())), T(r.get("passed")))
+    out.append(t)
+    return out

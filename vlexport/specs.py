@@ -159,6 +159,7 @@ class OutputSpec:
     dtype: str = "float32"
     classes: bool = False
     masked_below: float | None = None
+    row_axes: tuple | None = None  # axes of one cosine row (default: the last); see metrics.parity
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -166,6 +167,11 @@ class OutputSpec:
         if self.masked_below is not None and (isinstance(self.masked_below, bool)
                                               or not isinstance(self.masked_below, (int, float))):
             raise ValueError(f"output '{self.name}' has masked_below {self.masked_below!r}; expected a number or null")
+        if self.row_axes is not None and (not isinstance(self.row_axes, tuple) or not self.row_axes or any(
+                isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < len(self.dims) for a in self.row_axes)
+                or len(set(self.row_axes)) != len(self.row_axes)):
+            raise ValueError(f"output '{self.name}' has row_axes {self.row_axes!r}; expected distinct axes of its "
+                             f"{len(self.dims)} dims")
         for d in self.dims:
             dim_terms(d)
 
@@ -181,6 +187,9 @@ class GraphSpec:
     # (sizes, rng, pad, processor) -> feeds as users send them (real texts/photos through the processor):
     # what reduced precisions are gated and calibrated on; make_inputs' random ones stay a stress case
     make_real_inputs: Callable[..., dict] | None = None
+    # graphs built before this one whose fp32 runners make_real_inputs takes as run=(name, feeds) -> outputs
+    # (a decoder's real inputs are token embeddings and the keys/values of a real prefix)
+    real_inputs_use: tuple = ()
     tolerance: float = 1e-4  # fp32 max-abs error against the PyTorch reference (plus rtol 1e-4)
     fp16_keep_fp32_ops: tuple = ()  # op types kept fp32 in the fp16 graph, on top of the defaults
     fp16_cosine: float = 0.999
@@ -217,7 +226,8 @@ class GraphSpec:
         return {"inputs": [{"name": i.name, "dims": list(i.dims), "dtype": i.dtype, "low": i.low, "high": i.high,
                             "required": i.required, "default": i.default, "doc": i.doc} for i in self.inputs],
                 "outputs": [{"name": o.name, "dims": list(o.dims), "dtype": o.dtype, "classes": o.classes,
-                             "masked_below": o.masked_below} for o in self.outputs],
+                             "masked_below": o.masked_below,
+                             **({"row_axes": list(o.row_axes)} if o.row_axes else {})} for o in self.outputs],
                 "tolerance": self.tolerance}
 
 
@@ -252,8 +262,9 @@ def input_from_json(d: dict) -> InputSpec:
 
 
 def output_from_json(d: dict) -> OutputSpec:
+    rows = d.get("row_axes")
     return OutputSpec(str(d["name"]), tuple(d["dims"]), str(d.get("dtype", "float32")), bool(d.get("classes", False)),
-                      d.get("masked_below"))
+                      d.get("masked_below"), tuple(rows) if isinstance(rows, list) else rows)
 
 
 def check_io(inputs, outputs, axes: dict) -> None:

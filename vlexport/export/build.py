@@ -270,21 +270,20 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
                 rep = validate_graph(torch_reference(modules[graph.name]), runners[graph.name], graph, axes,
                                      entry["trace_sizes"], progress=adv)
             entry["validation"]["fp32"] = rep
-            st.note(f"{rep['shapes']} shapes, worst max-abs error " +
-                    ", ".join(f"{k} {v['max_abs_err']:.2e}" for k, v in rep["worst"].items()))
+            st.note(f"{rep['shapes']} shapes, worst max-abs error " + _worst_note(rep["worst"]) + _noise_floor_note(rep))
             if opts.fuse != "never":
                 if written:
                     st.total -= 1  # a written graph is in its final form
                 else:
                     _fused_graph(graph, modules[graph.name], stage, scratch, entry, axes, opts, st)
             if opts.int4 and precisions and written:  # while the model (the int4 reference's weights) is alive
-                _int4_graph(graph, module, stage, manifest, axes, runners[graph.name], opts, st)
+                _int4_graph(graph, module, stage, manifest, axes, runners[graph.name], opts, st, processor, runners)
         modules = loaded.model = None  # the reference is no longer needed: free its weights
         gc.collect()
 
         if precisions:
             for graph in (g for g in spec.graphs if g.name in runners):  # streamed graphs have no fp32 graph
-                _reduced_precisions(graph, spec, manifest, stage, runners[graph.name], opts, st, processor)
+                _reduced_precisions(graph, spec, manifest, stage, runners[graph.name], opts, st, processor, runners)
 
         (stage / "config.json").write_text(json.dumps(manifest["config"], indent=2) + "\n")
         processor.save_pretrained(stage)
@@ -377,33 +376,54 @@ def compose_model(opts: BuildOptions):
     return load()
 
 
-def _int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: BuildOptions, st: Stages):
-    """The int4 weight-only graph of a written graph, validated twice: against the model's numpy reference on
-    the same int4-rounded weights (the graph itself: gated tight), and against the fp32 graph (the quantization
-    error: gated like int8 on checkpoint weights; reported on random weights, whose quantization error says
-    nothing about a trained model's)."""
+def _int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: BuildOptions, st: Stages,
+                processor=None, runners=None):
+    """The int4 weight-only graph of a written graph, validated twice: against the fp32 graph (the quantization
+    error: gated like int8 on checkpoint weights, with the fewest projections moved to 8 bits that pass it:
+    vlexport.export.int4_search; reported only on random weights, whose quantization error says nothing
+    about a trained model's), and against the model's numpy reference on the same rounded weights (the
+    graph itself: gated tight). Both on realistic inputs where the graph has a maker for them."""
+    from vlexport.export.int4_search import quantize_int4_gated
     from vlexport.export.validate import int4_gate, precision_cases, validate_precision
 
     entry, stem = manifest["graphs"][graph.name], graph.file_stem
     seen = entry["trace_sizes"]
-    with st.stage(f"Writing '{graph.name}' with int4 weight-only MatMuls (MatMulNBits)"):
-        facts = module.write_onnx(stage / f"{stem}.int4.onnx", quant="int4")
-    entry["onnx"]["int4"] = onnx_entry(stage, f"{stem}.int4.onnx", **_scalar_facts(facts))
-    int4 = _runner(stage / f"{stem}.int4.onnx", opts.threads)
+    real = real_inputs(graph, processor, runners)
+    gate = int4_gate(manifest["source"]["weights"], graph.int8_cosine)
     n, n_exact = (len(precision_cases(axes, k, seen)) for k in (opts.int8_samples, INT4_EXACT_SAMPLES))
-    with st.stage(f"Validating '{graph.name}' int4 against its int4-rounded reference on {n_exact} inputs and "
-                  f"against fp32 on {n}", steps=n + n_exact) as adv:
-        exact = validate_precision(module.numpy_reference(quantized=True), int4, graph, axes,
+    path = stage / f"{stem}.int4.onnx"
+
+    def validate(p):
+        return validate_precision(fp32, _runner(p, opts.threads), graph, axes, f"the int4 '{graph.name}' graph",
+                                  n_samples=opts.int8_samples, seen=seen, make_inputs=real, **gate)
+
+    with st.stage(f"Writing '{graph.name}' with int4 weight-only MatMuls (MatMulNBits) and validating against "
+                  f"fp32 on {n} {_kind(real)} inputs (projections moved to 8 bits or fp32 if it misses the gate)"):
+        rng = np.random.default_rng(7)
+        sample = [(real or graph.make_inputs)(sizes, rng, pad) for sizes, pad in precision_cases(axes, 6, seen)]
+        facts, rep, search = quantize_int4_gated(module, stage / f"{stem}.onnx", path, validate, sample,
+                                                 threads=opts.threads, note=lambda m: st.note(m, "yellow"))
+    if rep is None:
+        entry["validation"]["int4"] = {"passed": False, "refused": search["refused"], "search": search}
+        st.note(f"int4 not built for '{graph.name}': {search['refused']}", "yellow")
+        st.total -= 1
+        return
+    eight, wide = ([g["member"] for g in search[k]] for k in ("eight_bit", "fp32"))
+    entry["onnx"]["int4"] = onnx_entry(stage, f"{stem}.int4.onnx", **_scalar_facts(facts))
+    entry["onnx"]["int4"]["search"] = search
+    int4 = _runner(path, opts.threads)
+    with st.stage(f"Validating '{graph.name}' int4 against its rounded reference on {n_exact} inputs",
+                  steps=n_exact) as adv:
+        ref = module.numpy_reference(quantized=True, eight_bit=eight, fp32=wide)
+        exact = validate_precision(ref, int4, graph, axes,
                                    f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
                                    n_samples=INT4_EXACT_SAMPLES, seen=seen, progress=adv, min_cosine=INT4_EXACT_COSINE,
-                                   min_top1=None)
-        gate = int4_gate(manifest["source"]["weights"], graph.int8_cosine)
-        rep = validate_precision(fp32, int4, graph, axes, f"the int4 '{graph.name}' graph", n_samples=opts.int8_samples,
-                                 seen=seen, progress=adv, **gate)
+                                   min_top1=None, make_inputs=real)
     rep["rounded_reference"] = {k: exact[k] for k in ("min_cosine", "cases", "passed")}
     entry["validation"]["int4"] = rep
+    kept = "".join(_moved_note(search[k], label) for k, label in (("eight_bit", "at 8 bits"), ("fp32", "kept fp32")))
     st.note(f"int4 vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
-            + _precision_note("quantization error (int4 vs fp32)", rep))
+            + _precision_note("quantization error (int4 vs fp32)", rep) + kept)
 
 
 def _build_streamed(graph, module, stage: Path, manifest: dict, opts: BuildOptions, st: Stages):
@@ -442,6 +462,27 @@ def _scalar_facts(facts: dict) -> dict:
             and not k.endswith("_path")}
 
 
+def _worst_note(worst: dict, shown: int = 4) -> str:
+    """The largest errors first (a decoder has 61 outputs: the note names the 4 worst and counts the rest)."""
+    order = sorted(worst, key=lambda k: worst[k]["max_abs_err"], reverse=True)
+    rest = f" (and {len(order) - shown} more outputs, all smaller)" if len(order) > shown else ""
+    return ", ".join(f"{k} {worst[k]['max_abs_err']:.2e}" for k in order[:shown]) + rest
+
+
+def _moved_note(moved: list, label: str) -> str:
+    names = [g["name"] for g in moved]
+    return f"; {len(names)} projection(s) {label}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}" \
+        if names else ""
+
+
+def _noise_floor_note(rep: dict) -> str:
+    w = (rep.get("noise_floor") or {}).get("worst")
+    if not w or not w["output"]:
+        return ""
+    return (f"; {rep['noise_floor']['checked']} case(s) past atol judged against float64: worst '{w['output']}' "
+            f"{w['graph_rel']:.2e} relative vs PyTorch fp32's own {w['torch_fp32_rel']:.2e}")
+
+
 def _simplify_note(simp: dict) -> str:
     if "raw_ms" not in simp:
         return simp["message"]
@@ -450,13 +491,21 @@ def _simplify_note(simp: dict) -> str:
             f"({simp['rule']})")
 
 
-def real_inputs(graph, processor):
-    """The graph's realistic input maker bound to the model's processor, or None (then random inputs)."""
-    if graph.make_real_inputs is None:
+def real_inputs(graph, processor, runners: dict | None = None):
+    """The graph's realistic input maker bound to the model's processor (and to the fp32 runners of the
+    graphs it names in real_inputs_use), or None (then random inputs)."""
+    if graph.make_real_inputs is None or processor is None:
         return None
+    if graph.real_inputs_use:
+        runners = runners or {}
+        if not all(n in runners for n in graph.real_inputs_use):
+            return None  # (a streamed graph's inputs) the graphs it needs were not built in fp32
 
-    def make(sizes, rng, pad):
-        return graph.make_real_inputs(sizes, rng, pad, processor)
+        def make(sizes, rng, pad):
+            return graph.make_real_inputs(sizes, rng, pad, processor, run=lambda name, feeds: runners[name](feeds))
+    else:
+        def make(sizes, rng, pad):
+            return graph.make_real_inputs(sizes, rng, pad, processor)
 
     make.kind = "realistic"
     return make
@@ -481,13 +530,14 @@ def _tradeoff_note(search: dict) -> str:
     return "int8 trade-off at the opt shape, batch 1:\n  " + "\n  ".join(rows) + f"\n  chosen: {kept}"
 
 
-def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOptions, st: Stages, processor=None):
+def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOptions, st: Stages, processor=None,
+                        runners=None):
     """fp16 validation, int8 quantization + validation, and the TensorRT engine of one graph."""
     from vlexport.export.validate import int8_gate, precision_cases, validate_precision
 
     entry, axes, stem = manifest["graphs"][graph.name], spec.axes_for(graph), graph.file_stem
     seen = entry["trace_sizes"]
-    real = real_inputs(graph, processor)
+    real = real_inputs(graph, processor, runners)
     samples = min(opts.fp16_samples, graph.precision_samples or opts.fp16_samples)
     if opts.fp16:
         n = len(precision_cases(axes, samples, seen))

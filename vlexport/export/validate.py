@@ -102,7 +102,9 @@ def int4_gate(weights: str, min_cosine: float = 0.99) -> dict:
 # ----------------------------------------------------------------------------- runs
 
 def torch_reference(module):
-    """A callable numpy feeds -> numpy outputs for a PyTorch module (the graph's reference)."""
+    """A callable numpy feeds -> numpy outputs for a PyTorch module (the graph's reference). Its
+    `float64()` gives the same module run in float64 (a copy, made on first use): the yardstick for
+    PyTorch fp32's own rounding noise, which on deep trained models exceeds a fixed atol."""
     import torch
 
     def run(feeds):
@@ -110,6 +112,20 @@ def torch_reference(module):
             out = module(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()})
         return {k: v.numpy() for k, v in out.items() if v is not None}
 
+    def float64():
+        import copy
+
+        wide = copy.deepcopy(module).double()
+
+        def run64(feeds):
+            with torch.no_grad():
+                out = wide(**{k: torch.from_numpy(np.ascontiguousarray(v, np.float64 if v.dtype == np.float32
+                                                                        else v.dtype)) for k, v in feeds.items()})
+            return {k: v.numpy() for k, v in out.items() if v is not None}
+
+        return run64
+
+    run.float64 = float64
     return run
 
 
@@ -126,9 +142,9 @@ def validate_graph(reference, candidate, graph, axes: dict, seen: dict, atol: fl
     for sizes, pad in shape_grid(axes, seen):
         feeds = graph.make_inputs(sizes, rng, pad=pad)
         ref, got = reference(feeds), candidate(feeds)
-        case = {"sizes": sizes, "padded": pad, "outputs": {}}
+        case = {"sizes": sizes, "padded": pad, "outputs": {}, "_feeds": feeds}
         for name, o in _outputs(graph).items():
-            p = metrics.parity(ref[name], got[name], o.classes, o.masked_below)
+            p = metrics.parity(ref[name], got[name], o.classes, o.masked_below, o.row_axes)
             p["ok"] = metrics.allclose(ref[name], got[name], atol, masked_below=o.masked_below) and p["finite"]
             case["outputs"][name] = {k: p[k] for k in ("max_abs_err", "max_rel_err", "cosine_min", "finite", "ok")}
             w = worst.setdefault(name, {"max_abs_err": 0.0, "max_rel_err": 0.0, "cosine_min": 1.0})
@@ -138,14 +154,65 @@ def validate_graph(reference, candidate, graph, axes: dict, seen: dict, atol: fl
         cases.append(case)
         if progress:
             progress()
+    report = {"tolerance": {"atol": atol, "rtol": 1e-4}, "shapes": len(cases), "worst": worst, "cases": cases}
+    missed = [c for c in cases if not all(o["ok"] for o in c["outputs"].values())]
+    if missed and hasattr(reference, "float64"):
+        report["noise_floor"] = _noise_floor_check(reference, candidate, graph, missed, atol)
     bad = [(c["sizes"], n, o["max_abs_err"]) for c in cases for n, o in c["outputs"].items() if not o["ok"]]
-    report = {"tolerance": {"atol": atol, "rtol": 1e-4}, "shapes": len(cases), "worst": worst, "cases": cases,
-              "passed": not bad}
+    report["passed"] = not bad
+    for c in cases:
+        c.pop("_feeds")
     if bad:
         sizes, name, err = bad[0]
         raise ValidationError(f"'{name}' differs from the reference by {err:.3g} (atol {atol}) at {sizes} "
-                              f"({len(bad)} failing case(s)); the graph is not written")
+                              f"({len(bad)} failing case(s)){_noise_note(report)}; the graph is not written")
     return report
+
+
+# the graph may sit this many times PyTorch fp32's own distance from float64 (plus atol): two fp32
+# programs summing in different orders land about equally far from the exact result
+NOISE_FACTOR = 2.0
+
+
+def _noise_floor_check(reference, candidate, graph, missed: list, atol: float) -> dict:
+    """Cases past atol re-judged against float64. Deep trained models (a 30-layer Llama: residual streams
+    in the hundreds, keys and values up to ~20) carry fp32 rounding noise of ~1e-3 that no exporter can
+    remove; a wrong graph is off by far more. Errors are taken relative to each output's largest value,
+    and the noise level is the case's: PyTorch fp32's worst relative distance from float64 over all the
+    outputs (one computation, one noise level; per output the maximum of a few noisy elements is itself
+    too noisy to compare). An output passes when the graph's relative distance from float64 is within
+    NOISE_FACTOR x that level (+ atol)."""
+    try:
+        wide = reference.float64()
+    except Exception as exc:  # a module that cannot run in float64: the atol verdict stands
+        return {"checked": 0, "error": f"{type(exc).__name__}: {exc}"}
+    worst = {"graph_rel": 0.0, "torch_fp32_rel": 0.0, "output": None}
+    for c in missed:
+        feeds = c["_feeds"]
+        exact, ref, got = wide(feeds), reference(feeds), candidate(feeds)
+
+        def rel(x, name):
+            scale = max(float(np.abs(exact[name]).max()), 1e-30)
+            return float(np.abs(x[name].astype(np.float64) - exact[name]).max()) / scale, scale
+
+        noise = max(rel(ref, name)[0] for name in c["outputs"])
+        for name, o in c["outputs"].items():
+            if o["ok"] or not o["finite"]:
+                continue
+            ours, scale = rel(got, name)
+            o["rel_vs_float64"], o["case_noise_rel"] = ours, noise
+            o["ok"] = ours <= NOISE_FACTOR * noise + atol / scale
+            if ours / max(noise, 1e-30) > worst["graph_rel"] / max(worst["torch_fp32_rel"], 1e-30):
+                worst = {"graph_rel": ours, "torch_fp32_rel": noise, "output": name}
+    return {"checked": len(missed), "factor": NOISE_FACTOR, "worst": worst}
+
+
+def _noise_note(report: dict) -> str:
+    w = (report.get("noise_floor") or {}).get("worst")
+    if not w or not w["output"]:
+        return ""
+    return (f"; against float64 the graph is {w['graph_rel']:.2e} off (relative) on '{w['output']}' where PyTorch "
+            f"fp32 itself is {w['torch_fp32_rel']:.2e} (allowed {report['noise_floor']['factor']}x + atol)")
 
 
 def precision_cases(axes: dict, n_samples: int, seen: dict | None = None, extra_sizes=(), batch: int = 10,
@@ -184,7 +251,7 @@ def validate_precision(reference, candidate, graph, axes: dict, label: str, n_sa
         feeds = make_inputs(sizes, rng, pad)
         ref, got = reference(feeds), candidate(feeds)
         for name, o in outs.items():
-            p = metrics.parity(ref[name], got[name], o.classes, o.masked_below)
+            p = metrics.parity(ref[name], got[name], o.classes, o.masked_below, o.row_axes)
             parts[name].append(p)
             if not p["finite"]:
                 nonfinite.append((name, sizes))
@@ -241,7 +308,7 @@ def validate_streamed(reference, candidate, graph, label: str, min_cosine: float
         feeds = graph.make_inputs(sizes, rng, pad=True)
         ref, got = reference(feeds), candidate(feeds)
         for name, o in outs.items():
-            parts[name].append(metrics.parity(ref[name], got[name], o.classes, o.masked_below))
+            parts[name].append(metrics.parity(ref[name], got[name], o.classes, o.masked_below, o.row_axes))
     merged = {n: metrics.merge_parity(ps) for n, ps in parts.items()}
     report = {"cases": len(STREAMED_CASES), "samples": len(STREAMED_CASES), "largest": dict(STREAMED_CASES[0]),
               "outputs": {n: {k: v for k, v in m.items() if k != "n_rows"} for n, m in merged.items()},

@@ -11,7 +11,7 @@ import logging
 
 from vlexport import families
 from vlexport.artifact import Artifact
-from vlexport.errors import ConfigError, VlexportError
+from vlexport.errors import ArtifactError, ConfigError, VlexportError
 from vlexport.runtime.backends import backend_class
 from vlexport.runtime.pipelines import pipeline_class
 
@@ -66,6 +66,11 @@ def load(path, backend: str = "auto", precision: str = "fp32", verify: bool = Tr
         for graph in names:
             prec, have = precision, artifact.precisions(graph)
             if precision == "int4" and "int4" not in have:
+                refused = ((artifact.manifest.get("graphs", {}).get(graph) or {}).get("validation", {})
+                           .get("int4") or {}).get("refused")
+                if refused:  # the build tried and the gate refused it: never a silent fp32 in its place
+                    raise ArtifactError(f"graph '{graph}' of '{artifact.path}' has no int4 graph: {refused}; "
+                                        f"load it with precision='fp32' or 'fp16'")
                 prec = "fp32"  # int4 is weight-only for the big MatMuls of written graphs; the rest stays fp32
             elif precision not in have and have == ["int4"]:
                 prec = "int4"  # a graph too large for fp32 here (a streamed 7B decoder) exists only in int4

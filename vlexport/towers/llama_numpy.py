@@ -221,15 +221,50 @@ def is_projection(name: str) -> bool:
     return name == "lm_head.weight" or (name.endswith("_proj.weight") and name.startswith("model.layers."))
 
 
-def dequantized(weights, block_size: int = 32, bits: int = 4, symmetric: bool = False):
+def projection_names(dims: LlamaDims) -> list:
+    """The projections a quantized graph stores as MatMulNBits, by HF module name ("lm_head" last)."""
+    return [n[:-len(".weight")] for n in tensor_names(dims) if is_projection(n)]
+
+
+def fused_group(name: str) -> tuple:
+    """The projections the graph writer fuses with `name` into one MatMul (q/k/v; gate/up; else itself)."""
+    for group in (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.gate_proj", "mlp.up_proj")):
+        for member in group:
+            if name.endswith("." + member):
+                prefix = name[:-len(member)]
+                return tuple(prefix + m for m in group)
+    return (name,)
+
+
+def projection_groups(dims: LlamaDims) -> list:
+    """[(the fused MatMul's name in the graph, [its HF weight keys])]: q/k/v as "<layer>.self_attn.qkv_proj",
+    gate/up as "<layer>.mlp.gate_up_proj", the rest alone; in graph order, "lm_head" last."""
+    out, seen = [], set()
+    for name in projection_names(dims):
+        group = fused_group(name)
+        if group[0] in seen:
+            continue
+        seen.add(group[0])
+        label = {3: group[0].replace("q_proj", "qkv_proj"), 2: group[0].replace("gate_proj", "gate_up_proj")}.get(
+            len(group), name)
+        out.append((label, [g + ".weight" for g in group]))
+    return out
+
+
+def dequantized(weights, block_size: int = 32, bits: int = 4, symmetric: bool = False, eight_bit=(), fp32=()):
     """`weights` with every projection replaced by its int4/int8-rounded value (norms and biases
     unchanged): the reference on these weights is what a quantized graph should compute, so graph
-    bugs show apart from quantization error."""
+    bugs show apart from quantization error. eight_bit: projections rounded to 8 bits (with their
+    fused group, as the writer does); fp32: projections left unrounded (the same)."""
+    wide = {m for n in eight_bit for m in fused_group(n)}
+    exact = {m for n in fp32 for m in fused_group(n)}
+
     def rounded(name: str) -> np.ndarray:
         t = np.asarray(weights(name), dtype=np.float32)
-        if not is_projection(name):
+        if not is_projection(name) or name[:-len(".weight")] in exact:
             return t
-        return dequantize_nbits(*quantize_nbits(t, bits, block_size, symmetric), t.shape[1], bits)
+        b = 8 if name[:-len(".weight")] in wide else bits
+        return dequantize_nbits(*quantize_nbits(t, b, block_size, symmetric), t.shape[1], b)
 
     return rounded
 

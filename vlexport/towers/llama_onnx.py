@@ -49,7 +49,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from vlexport.errors import ConfigError
-from vlexport.towers.llama_numpy import MASK_VALUE, LlamaDims, fetch, quantize_nbits, tensor_names, transposed
+from vlexport.towers.llama_numpy import (MASK_VALUE, LlamaDims, fetch, projection_names, quantize_nbits, tensor_names,
+                                         transposed)
 
 QUANT_BITS = {"fp32": None, "int4": 4, "int8": 8}
 _ALIGN = 4096  # big tensors start on page boundaries in the data file (a loader may map them)
@@ -59,8 +60,9 @@ class _GraphWriter:
     """Collects nodes and initializers; every weight goes straight to the data file."""
 
     def __init__(self, data_path: str, dims: LlamaDims, weights, quant: str, block_size: int,
-                 accuracy_level: int, symmetric: bool, progress):
+                 accuracy_level: int, symmetric: bool, progress, eight_bit=(), fp32=()):
         self.dims, self.weights, self.quant, self.bits = dims, weights, quant, QUANT_BITS[quant]
+        self.eight_bit, self.fp32 = frozenset(eight_bit), frozenset(fp32)
         self.block_size, self.accuracy_level, self.symmetric = block_size, accuracy_level, symmetric
         self.data_path, self.data = data_path, open(data_path, "wb")
         self.nodes, self.initializers = [], []
@@ -123,20 +125,27 @@ class _GraphWriter:
         took a ~15% shorter median time (interleaved A/B on a busy 2-core VM; the best steps were equal).
         The weights are still fetched one at a time; only the quantized (or transposed) parts wait."""
         parts, biases, sizes = [], [], []
+        # a fused group is quantized as one: fp32 (a plain MatMul) when any of its projections is named in
+        # fp32, else 8-bit when any is named in eight_bit
+        bits = self.bits
+        if bits and self.fp32.intersection(projs):
+            bits = None
+        elif bits and self.eight_bit.intersection(projs):
+            bits = 8
         for proj in projs:
             w = self.weight(proj + ".weight")
             sizes.append(w.shape[0])
             K = w.shape[1]
-            if self.bits is None:
+            if bits is None:
                 parts.append(transposed(w))
             else:
-                parts.append(quantize_nbits(w, self.bits, self.block_size, self.symmetric))
+                parts.append(quantize_nbits(w, bits, self.block_size, self.symmetric))
             del w  # the fp32 tensor goes before the next is asked for
             if proj != "lm_head" and self.dims.bias(proj.split(".", 3)[3]):
                 biases.append(self.weight(proj + ".bias"))
         name, N = name or projs[0], sum(sizes)
         mm_out = out if len(projs) == 1 and not biases else None
-        if self.bits is None:
+        if bits is None:
             weight = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)  # (K, N)
             y = self.op("MatMul", [x, self.external(name + ".weight", weight)], out=mm_out)
             self.projection_bytes += weight.nbytes
@@ -148,7 +157,7 @@ class _GraphWriter:
             if zero_points is not None:
                 inputs.append(self.external(name + ".weight_zero_points", zero_points))
             self.projection_bytes += packed.nbytes + scales.nbytes + (0 if zero_points is None else zero_points.nbytes)
-            y = self.op("MatMulNBits", inputs, out=mm_out, domain="com.microsoft", K=K, N=N, bits=self.bits,
+            y = self.op("MatMulNBits", inputs, out=mm_out, domain="com.microsoft", K=K, N=N, bits=bits,
                         block_size=self.block_size, accuracy_level=self.accuracy_level)
         del parts
         if biases:
@@ -244,13 +253,16 @@ class _GraphWriter:
 
 def write_llama_decoder(path, config: dict, weights, *, inv_freq: np.ndarray, quant: str = "fp32",
                         block_size: int = 32, accuracy_level: int = 4, symmetric: bool = False,
-                        progress=None) -> dict:
+                        eight_bit=(), fp32=(), progress=None) -> dict:
     """Write the decoder graph to `path` and its weights to `<path>.data` beside it.
 
     weights(name) -> one float32 tensor by its HF LlamaForCausalLM key, asked once per tensor;
     inv_freq (head_dim/2,) are the RoPE frequencies (scaling variants are the caller's);
     quant "fp32" | "int4" | "int8" (weight-only MatMulNBits with `block_size`, `symmetric` or with
     zero points, `accuracy_level` 0 = fp32 compute, 4 = int8 compute; int8 weights need 4 on CPU);
+    eight_bit: projections ("lm_head", "model.layers.3.mlp.down_proj", ...) an int4 graph keeps at 8 bits
+    (a fused group, q/k/v or gate/up, follows any of its members); fp32: projections it keeps as plain
+    fp32 MatMuls (the same; fp32 wins over eight_bit);
     progress(done, total, name) is called after each tensor is fetched.
     Returns facts: quant, sizes in bytes, seconds, peak RSS (of the process so far) in MiB."""
     start = time.perf_counter()
@@ -266,7 +278,12 @@ def write_llama_decoder(path, config: dict, weights, *, inv_freq: np.ndarray, qu
         raise ConfigError(f"inv_freq must have shape ({dims.head_dim // 2},) for head_dim {dims.head_dim}, "
                           f"got {inv_freq.shape}")
     path = os.fspath(path)
-    g = _GraphWriter(path + ".data", dims, weights, quant, block_size, accuracy_level, symmetric, progress)
+    for arg, names in (("eight_bit", eight_bit), ("fp32", fp32)):
+        unknown = sorted(set(names) - set(projection_names(dims)))
+        if unknown:
+            raise ConfigError(f"{arg} names projections this decoder does not have: {unknown[:4]}")
+    g = _GraphWriter(path + ".data", dims, weights, quant, block_size, accuracy_level, symmetric, progress, eight_bit,
+                     fp32)
     try:
         s = g.shared(inv_freq)
         h = "inputs_embeds"
@@ -301,6 +318,8 @@ def write_llama_decoder(path, config: dict, weights, *, inv_freq: np.ndarray, qu
     return {"quant": quant, "bits": QUANT_BITS[quant], "block_size": block_size if QUANT_BITS[quant] else None,
             "accuracy_level": accuracy_level if QUANT_BITS[quant] else None,
             "symmetric": symmetric if QUANT_BITS[quant] else None,
+            "eight_bit": sorted(eight_bit) if QUANT_BITS[quant] == 4 else [],
+            "fp32": sorted(fp32) if QUANT_BITS[quant] else [],
             "tensors": g.total, "nodes": len(g.nodes), "weight_bytes": g.weight_bytes,
             "projection_bytes": g.projection_bytes, "data_file_bytes": os.path.getsize(path + ".data"),
             "onnx_bytes": os.path.getsize(path), "data_path": path + ".data",

@@ -68,9 +68,10 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
          InputSpec("position_ids", ("batch", "text"), low=0, high=t.max_position_embeddings, **ids),
          InputSpec("cache_mask", ("batch", "past"), low=0, high=2, doc="1 for the filled cache slots", **ids),
          *[InputSpec(n, cache, dtype="float32") for n in cache_names(L, "past")]],
-        [OutputSpec("logits", ("batch", 1, V), classes=True), *[OutputSpec(n, new) for n in cache_names(L, "new")]],
+        [OutputSpec("logits", ("batch", 1, V), classes=True), *[OutputSpec(n, new, row_axes=(1, 3)) for n in cache_names(L, "new")]],
         make_inputs=lambda sizes, rng, pad=True: _decoder_inputs(t, sizes, rng, pad),
-        fp16_io=tuple(cache_names(L, "past") + cache_names(L, "new")))
+        make_real_inputs=lambda sizes, rng, pad, proc, run: _real_decoder_inputs(t, sizes, rng, pad, proc, run),
+        real_inputs_use=("embed", "decoder"), fp16_io=tuple(cache_names(L, "past") + cache_names(L, "new")))
     ranges = merge_axes(default_axes(config), axes, architecture)
     if ranges["past"].max > t.max_position_embeddings:
         raise ConfigError(f"a cache of {ranges['past'].max} positions was asked for; the decoder has "
@@ -95,4 +96,50 @@ def _decoder_inputs(t, sizes, rng, pad):
     shape = (B, t.kv_heads, P, t.head_size)
     for name in cache_names(t.num_hidden_layers, "past"):
         feeds[name] = (rng.normal(0, 1, size=shape) * cache_mask[:, None, :, None]).astype(np.float32)
+    return feeds
+
+
+def _real_decoder_inputs(t, sizes, rng, pad, processor, run):
+    """A generation call on real text: each row is corpus text through the tokenizer and the fp32 "embed"
+    graph; its first k tokens (k random, as the random maker's filled slots) are already in the cache,
+    their keys/values computed by the fp32 "decoder" graph itself (one prefill call), and the next tokens
+    are this call's (the first rows left-padded with the pad token's embedding when `pad`). Random
+    embeddings and caches put a trained decoder far off its inputs: its activations there say little about
+    its int4/fp16 error on real prompts. (Image-feature positions are not included: random vision towers
+    in the tests, and a trained one's features are projected into the same embedding space.)"""
+    from vlexport import calibration
+
+    B, T, P = sizes["batch"], sizes["text"], sizes["past"]
+    feeds = _decoder_inputs(t, sizes, rng, pad)  # the mask/position layout of the random maker
+    filled = feeds["cache_mask"].sum(axis=1)
+    rows = []
+    for _ in range(B):  # corpus sentences joined until the row holds a full prefix and a full call
+        ids: list = []
+        while len(ids) < P + T:
+            text = " ".join(calibration.sample_texts(rng, 4))
+            ids += processor.tokenizer([text], padding=False, return_tensors=None)["input_ids"][0]
+        rows.append(ids[:P + T])
+    ids = np.minimum(np.asarray(rows, np.int64), t.vocab_size - 1)
+    pad_id = t.pad_token_id if t.pad_token_id is not None and 0 <= t.pad_token_id < t.vocab_size else 0
+    mask = feeds["attention_mask"]
+    new_ids = np.take_along_axis(ids, filled[:, None] + np.arange(T)[None], axis=1)
+    new_ids = np.where(mask == 1, new_ids, pad_id)  # left padding holds the pad token, as the processor's
+    # real tokens in this call: positions continue after the cache's (the random maker's cumsum on its mask)
+    feeds["inputs_embeds"] = run("embed", {"input_ids": new_ids})["inputs_embeds"].astype(np.float32)
+    k = int(filled.max())
+    shape = (B, t.kv_heads, P, t.head_size)
+    for name in cache_names(t.num_hidden_layers, "past"):
+        feeds[name] = np.zeros(shape, np.float32)
+    if k:
+        prefix_mask = (np.arange(k)[None] < filled[:, None]).astype(np.int64)  # right-padded prefix
+        prefill = {"inputs_embeds": run("embed", {"input_ids": np.where(prefix_mask == 1, ids[:, :k], pad_id)})[
+            "inputs_embeds"].astype(np.float32), "attention_mask": prefix_mask,
+            "position_ids": np.clip(np.arange(k)[None].repeat(B, 0), 0, t.max_position_embeddings - 1),
+            "cache_mask": np.zeros((B, 1), np.int64)}
+        for name in cache_names(t.num_hidden_layers, "past"):
+            prefill[name] = np.zeros((B, t.kv_heads, 1, t.head_size), np.float32)
+        out = run("decoder", prefill)
+        for name in cache_names(t.num_hidden_layers, "past"):
+            kv = out[name.replace("past_", "new_")]
+            feeds[name][:, :, :k] = kv * prefix_mask[:, None, :, None]  # slots past a row's prefix: masked
     return feeds

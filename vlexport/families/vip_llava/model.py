@@ -67,6 +67,8 @@ class VipLlavaForConditionalGeneration(Pretrained, nn.Module):
         self.model = VipLlavaModel(config, self.streamed)
         if not self.streamed:
             self.lm_head = nn.Linear(config.text_config.hidden_size, config.vocab_size, bias=False)
+            if self.tied_weights():  # one parameter, as HF's tie_weights(): a checkpoint stores it once
+                self.lm_head.weight = self.model.language_model.embed_tokens.weight
 
     # ---- loading
     def tied_weights(self) -> dict:
@@ -210,23 +212,35 @@ class _DecoderGraph(nn.Module):
             out[f"new_key.{i}"], out[f"new_value.{i}"] = k[i], v[i]
         return out
 
-    def write_onnx(self, path, quant: str = "fp32", progress=None) -> dict:
+    def write_onnx(self, path, quant: str = "fp32", progress=None, eight_bit=(), fp32=()) -> dict:
         from vlexport.towers.llama_onnx import write_llama_decoder
 
         c = self.model.config.text_config
         facts = write_llama_decoder(path, c.to_dict(), self.model.decoder_weights(), inv_freq=c.inv_freq(),
-                                    quant=quant, progress=progress)
+                                    quant=quant, progress=progress, eight_bit=eight_bit, fp32=fp32)
         return {"exporter": "vlexport.towers.llama_onnx (written layer by layer)", **(facts or {})}
 
-    def numpy_reference(self, quantized: bool = False):
+    def projections(self) -> list:
+        """The decoder's projections a quantized graph stores as MatMulNBits, by fused group (the unit
+        write_onnx's eight_bit moves to 8 bits, fp32 to fp32): [(group name, [HF weight keys])]."""
+        from vlexport.towers.llama_numpy import LlamaDims, projection_groups
+
+        return projection_groups(LlamaDims.from_config(self.model.config.text_config.to_dict()))
+
+    def weights(self):
+        """name -> float32 array by HF LlamaForCausalLM key (the tensors write_onnx reads)."""
+        return self.model.decoder_weights()
+
+    def numpy_reference(self, quantized: bool = False, eight_bit=(), fp32=()):
         """feeds -> outputs in numpy, streaming the weights (the reference of a decoder PyTorch never holds);
-        quantized: on the int4-rounded weights the int4 graph holds (its exactness, apart from rounding)."""
+        quantized: on the int4-rounded weights the int4 graph holds (its exactness, apart from rounding),
+        the projections in eight_bit rounded to 8 bits, those in fp32 left as they are."""
         from vlexport.towers.llama_numpy import dequantized, reference_decoder
 
         c = self.model.config.text_config
         weights = self.model.decoder_weights()
         if quantized:
-            weights = dequantized(weights, block_size=32, bits=4)
+            weights = dequantized(weights, block_size=32, bits=4, eight_bit=eight_bit, fp32=fp32)
             if not self.streamed:  # rounded once, not per call (a streamed decoder has no room for a copy)
                 weights = _memoized(weights)
         return lambda feeds: reference_decoder(c.to_dict(), weights, c.inv_freq(), feeds)

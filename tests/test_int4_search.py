@@ -1,0 +1,134 @@
+"""The accuracy-aware int4 search (vlexport.export.int4_search) on a small random Llama decoder written by
+our own writer and run by ONNX Runtime: a gate plain int4 misses but 8-bit weights meet is met with the
+fewest projections moved (most harmful first) and the graph on disk is the chosen one; a gate nothing short
+of fp32 meets is refused, leaving no file behind. The gate here is the worst per-row logits cosine against
+the fp32 graph, set between what plain int4 and all-8-bit measure on this model."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from vlexport.errors import ValidationError
+from vlexport.export.int4_search import int8_blocks, quantize_int4_gated, simulated_errors
+from vlexport.towers.llama_numpy import LlamaDims, projection_groups, random_llama_weights
+from vlexport.towers.llama_onnx import write_llama_decoder
+
+CONFIG = dict(hidden_size=128, intermediate_size=192, num_hidden_layers=3, num_attention_heads=4,
+              num_key_value_heads=2, vocab_size=256, rms_norm_eps=1e-5, max_position_embeddings=64)
+
+
+class Decoder:
+    """What the search asks of a model: write_onnx with eight_bit/fp32, projections(), weights()."""
+
+    def __init__(self):
+        self.dims = LlamaDims.from_config(CONFIG)
+        self.w = random_llama_weights(CONFIG, seed=3)
+        self.inv_freq = 1.0 / 10000 ** (np.arange(0, self.dims.head_dim, 2) / self.dims.head_dim)
+        self.writes = []
+
+    def write_onnx(self, path, quant="fp32", eight_bit=(), fp32=()):
+        self.writes.append((tuple(eight_bit), tuple(fp32)))
+        return write_llama_decoder(path, CONFIG, self.w, inv_freq=self.inv_freq, quant=quant, eight_bit=eight_bit,
+                                   fp32=fp32)
+
+    def projections(self):
+        return projection_groups(self.dims)
+
+    def weights(self):
+        return self.w
+
+
+def feeds(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    d, B, T = LlamaDims.from_config(CONFIG), 2, 6
+    out = {"inputs_embeds": rng.standard_normal((B, T, d.hidden)).astype(np.float32),
+           "attention_mask": np.ones((B, T), np.int64), "position_ids": np.tile(np.arange(T), (B, 1)),
+           "cache_mask": np.zeros((B, 0), np.int64)}
+    for i in range(d.layers):
+        for kv in ("key", "value"):
+            out[f"past_{kv}.{i}"] = np.zeros((B, d.kv_heads, 0, d.head_dim), np.float32)
+    return out
+
+
+FEEDS = [feeds(s) for s in range(4)]
+
+
+def logits(path) -> list:
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return [s.run(["logits"], f)[0][:, 0] for f in FEEDS]
+
+
+def worst_cosine(a, b) -> float:
+    return min(float(np.min((x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)))
+               for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("int4-search")
+    model = Decoder()
+    model.write_onnx(folder / "fp32.onnx")
+    exact = logits(folder / "fp32.onnx")
+    model.write_onnx(folder / "plain.onnx", quant="int4")
+    model.write_onnx(folder / "all8.onnx", quant="int4", eight_bit=[m for _, ks in model.projections()
+                                                                      for m in (ks[0][:-len(".weight")],)])
+    plain, all8 = worst_cosine(logits(folder / "plain.onnx"), exact), worst_cosine(logits(folder / "all8.onnx"), exact)
+    assert plain < all8 - 1e-4, (plain, all8)  # the model must leave room for a search
+    return folder, exact, plain, all8
+
+
+def gate(exact, threshold):
+    def validate(path):
+        c = worst_cosine(logits(path), exact)
+        if c < threshold:
+            exc = ValidationError(f"the int4 graph: worst per-row cosine of 'logits' {c:.6f} < {threshold:.6f}")
+            exc.report = {"min_cosine": c}
+            raise exc
+        return {"min_cosine": c, "passed": True}
+    return validate
+
+
+def test_simulated_errors_rank_every_group_and_include_activation_rounding(setup):
+    folder, *_ = setup
+    model = Decoder()
+    errors = simulated_errors(folder / "fp32.onnx", model.projections(), model.weights(), FEEDS[:2])
+    assert sorted(errors) == sorted(g for g, _ in model.projections())
+    assert all(0.01 < e < 0.5 for e in errors.values()), errors  # int4 on N(0, 0.02) weights: a few percent
+    x = np.random.default_rng(0).standard_normal((3, 70)).astype(np.float32)
+    x[0, 5] = 400.0  # an outlier channel coarsens its block's int8 grid, and only that block's
+    r = int8_blocks(x)
+    assert np.abs(r[0, :32] - x[0, :32]).max() > 0.5 and np.abs(r[0, 32:] - x[0, 32:]).max() < 0.05
+    assert np.allclose(r[1:], x[1:], atol=0.05)
+
+
+def test_a_gate_between_int4_and_8_bits_moves_the_fewest_projections(setup, tmp_path):
+    folder, exact, plain, all8 = setup
+    threshold = plain + 0.7 * (all8 - plain)
+    model = Decoder()
+    notes = []
+    facts, report, info = quantize_int4_gated(model, folder / "fp32.onnx", tmp_path / "int4.onnx",
+                                              gate(exact, threshold), FEEDS[:2], note=notes.append)
+    k = len(info["eight_bit"])
+    assert report["passed"] and 1 <= k < len(model.projections()) and not info["fp32"]
+    assert [g["name"] for g in info["eight_bit"]] == [r["name"] for r in info["ranked"][:k]]  # most harmful first
+    assert facts["eight_bit"] == sorted(g["member"] for g in info["eight_bit"])
+    # the file left on disk is the chosen graph (not the last trial's) and passes the gate
+    assert worst_cosine(logits(tmp_path / "int4.onnx"), exact) >= threshold
+    assert model.writes[-1] == (tuple(g["member"] for g in info["eight_bit"]), ())
+    # one projection fewer was tried and missed (the plain int4 row is "0 at 8 bits")
+    assert any(t["eight_bit"] == k - 1 and not t["passed"] for t in info["trials"] if t["tier"] != "fp32")
+    assert any("plain int4 misses" in n for n in notes)
+
+
+def test_a_gate_only_fp32_meets_is_refused_and_leaves_no_file(setup, tmp_path):
+    folder, exact, _, _ = setup
+    model = Decoder()
+    facts, report, info = quantize_int4_gated(model, folder / "fp32.onnx", tmp_path / "int4.onnx",
+                                              gate(exact, 1.0 - 1e-12), FEEDS[:2], note=lambda m: None)
+    assert report is None and facts == {} and "misses the gate" in info["refused"]
+    tiers = {t["tier"] for t in info["trials"]}
+    assert tiers == {"int4", "8-bit weights", "fp32"}  # both wider tiers tried before refusing
+    assert max(t["fp32"] for t in info["trials"]) == len(model.projections()) // 2  # never more than half fp32
+    assert not (tmp_path / "int4.onnx").exists() and not (tmp_path / "int4.onnx.data").exists()
