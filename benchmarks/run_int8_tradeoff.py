@@ -59,8 +59,9 @@ def static_qdq(fp32: Path, tmp: Path, proc, captions: list, threads: int) -> dic
     from vlexport import calibration
 
     rng = np.random.default_rng(1)
-    feeds = [feeds_for(proc, captions[i:i + 4], calibration.detector_features(rng, (4, 36), 2048), 20)
-             for i in range(0, min(len(captions), 48), 4)]
+    # full batches only: ORT's histogram calibrator (Percentile) stacks the batches, so they must have one shape
+    batches = [captions[i:i + 4] for i in range(0, min(len(captions), 48) - 3, 4)]
+    feeds = [feeds_for(proc, b, calibration.detector_features(rng, (len(b), 36), 2048), 20) for b in batches]
 
     class Reader(CalibrationDataReader):
         def __init__(self):

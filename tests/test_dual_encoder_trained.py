@@ -129,10 +129,10 @@ def test_fp16_and_int8_image_embeddings_keep_per_row_cosine(trained_artifact):
     fp16 = (emb["fp32"] * emb["fp16"]).sum(-1)
     int8 = (emb["fp32"] * emb["int8"]).sum(-1)
     assert fp16.min() >= 0.999, f"fp16 worst per-row cosine {fp16.min():.6f}"
-    # int8 on whole photographs, which the gate's random crops rarely look like: a dark star field (the Hubble
-    # deep field) came out at 0.984 with the plain graph (the gate's 0.99 is asserted below on the sets the
-    # build validated on). Below 0.98 would be a regression, not a distribution gap.
-    assert np.median(int8) >= 0.995 and int8.min() >= 0.98, f"int8 per-row cosine {np.sort(int8)[:3]}"
+    # int8 on whole photographs: a dark star field (the Hubble deep field) came out at 0.984 when the gate saw
+    # only random crops; its inputs now hold whole photographs too (vlexport.calibration.WHOLE_SHARE)
+    print(f"int8 per-row cosine on photographs: worst {np.sort(int8)[:3]}, median {np.median(int8):.5f}")
+    assert np.median(int8) >= 0.995 and int8.min() >= 0.99, f"int8 per-row cosine {np.sort(int8)[:3]}"
 
 
 @needs_dinov2
