@@ -93,9 +93,10 @@ def gate(exact, threshold):
 def test_simulated_errors_rank_every_group_and_include_activation_rounding(setup):
     folder, *_ = setup
     model = Decoder()
-    errors = simulated_errors(folder / "fp32.onnx", model.projections(), model.weights(), FEEDS[:2])
-    assert sorted(errors) == sorted(g for g, _ in model.projections())
-    assert all(0.01 < e < 0.5 for e in errors.values()), errors  # int4 on N(0, 0.02) weights: a few percent
+    errors = simulated_errors(folder / "fp32.onnx", model.projections(), model.weights(), FEEDS[:2], bits=(4, 8))
+    assert sorted(errors[4]) == sorted(errors[8]) == sorted(g for g, _ in model.projections())
+    assert all(0.01 < e < 0.5 for e in errors[4].values()), errors  # int4 on N(0, 0.02) weights: a few percent
+    assert all(errors[8][g] < errors[4][g] / 3 for g in errors[4])  # 8-bit weights: the int8 activations remain
     x = np.random.default_rng(0).standard_normal((3, 70)).astype(np.float32)
     x[0, 5] = 400.0  # an outlier channel coarsens its block's int8 grid, and only that block's
     r = int8_blocks(x)
@@ -128,7 +129,39 @@ def test_a_gate_only_fp32_meets_is_refused_and_leaves_no_file(setup, tmp_path):
     facts, report, info = quantize_int4_gated(model, folder / "fp32.onnx", tmp_path / "int4.onnx",
                                               gate(exact, 1.0 - 1e-12), FEEDS[:2], note=lambda m: None)
     assert report is None and facts == {} and "misses the gate" in info["refused"]
-    tiers = {t["tier"] for t in info["trials"]}
-    assert tiers == {"int4", "8-bit weights", "fp32"}  # both wider tiers tried before refusing
+    tiers = [t["tier"] for t in info["trials"]]
+    assert tiers == ["int4", "8-bit weights", "fp32", "8-bit + fp32"]  # each tier's widest graph, once
     assert max(t["fp32"] for t in info["trials"]) == len(model.projections()) // 2  # never more than half fp32
     assert not (tmp_path / "int4.onnx").exists() and not (tmp_path / "int4.onnx.data").exists()
+
+
+def test_a_gate_only_fp32_outliers_meet_keeps_8_bits_and_the_fewest_fp32(setup, tmp_path):
+    """The third tier: every projection at 8 bits misses, half of them kept fp32 beside int4 misses, 8 bits
+    with a few fp32 passes (what a trained model whose activations have outlier channels needs)."""
+    folder, exact, plain, all8 = setup
+    model = Decoder()
+    half = len(model.projections()) // 2
+
+    def gate_on_structure(path):  # the gate of a model like that: needs 8-bit weights and fp32 outliers
+        import onnx
+
+        nodes = onnx.load(str(path), load_external_data=False).graph.node
+        nbits = [next(a.i for a in n.attribute if a.name == "bits") for n in nodes if n.op_type == "MatMulNBits"]
+        fp32 = sum(n.op_type == "MatMul" and n.input[1].endswith(".weight") for n in nodes)
+        c = worst_cosine(logits(path), exact)
+        if 4 in nbits or fp32 < 2:
+            exc = ValidationError(f"the int4 graph: worst per-row cosine of 'logits' {c:.6f} (a 4-bit or "
+                                  f"{fp32}-fp32 graph)")
+            exc.report = {"min_cosine": c}
+            raise exc
+        return {"min_cosine": c, "passed": True}
+
+    facts, report, info = quantize_int4_gated(model, folder / "fp32.onnx", tmp_path / "int4.onnx",
+                                              gate_on_structure, FEEDS[:2], note=lambda m: None)
+    assert report["passed"] and len(info["fp32"]) == 2 and len(info["eight_bit"]) == len(model.projections()) - 2
+    ranked8 = sorted(info["ranked"], key=lambda r: r["rel_error_8bit"], reverse=True)
+    assert [g["name"] for g in info["fp32"]] == [r["name"] for r in ranked8[:2]]  # by their 8-bit error
+    assert facts["fp32"] == sorted(g["member"] for g in info["fp32"])
+    gate_on_structure(tmp_path / "int4.onnx")  # the file on disk is the chosen graph
+    assert [t["tier"] for t in info["trials"][:3]] == ["int4", "8-bit weights", "fp32"]
+    assert not any(t["passed"] for t in info["trials"][:3]) and info["trials"][2]["fp32"] == half

@@ -70,7 +70,7 @@ def test_fp32_rounding_noise_passes_through_the_float64_check(deep):
 
 
 def test_a_real_error_still_fails(deep):
-    with pytest.raises(ValidationError, match="against float64 the graph is .* off"):
+    with pytest.raises(ValidationError, match="judged against float64: the graph is .* off"):
         validate_graph(torch_reference(deep), reversed_order_program(deep, damage=1e-3), spec(), AXES, seen={})
 
 

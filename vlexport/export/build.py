@@ -262,7 +262,7 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
                                            graph.fp16_keep_fp32_ops, graph.fp16_io)
                 entry["onnx"]["fp16"] = onnx_entry(stage, f"{stem}.fp16.onnx", **facts16)
 
-            from vlexport.export.validate import shape_grid, torch_reference, validate_graph
+            from vlexport.export.validate import noise_note, shape_grid, torch_reference, validate_graph
 
             runners[graph.name] = _runner(stage / f"{stem}.onnx", opts.threads)
             n = len(shape_grid(axes, entry["trace_sizes"]))
@@ -270,7 +270,7 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
                 rep = validate_graph(torch_reference(modules[graph.name]), runners[graph.name], graph, axes,
                                      entry["trace_sizes"], progress=adv)
             entry["validation"]["fp32"] = rep
-            st.note(f"{rep['shapes']} shapes, worst max-abs error " + _worst_note(rep["worst"]) + _noise_floor_note(rep))
+            st.note(f"{rep['shapes']} shapes, worst max-abs error " + _worst_note(rep["worst"]) + noise_note(rep))
             if opts.fuse != "never":
                 if written:
                     st.total -= 1  # a written graph is in its final form
@@ -473,14 +473,6 @@ def _moved_note(moved: list, label: str) -> str:
     names = [g["name"] for g in moved]
     return f"; {len(names)} projection(s) {label}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}" \
         if names else ""
-
-
-def _noise_floor_note(rep: dict) -> str:
-    w = (rep.get("noise_floor") or {}).get("worst")
-    if not w or not w["output"]:
-        return ""
-    return (f"; {rep['noise_floor']['checked']} case(s) past atol judged against float64: worst '{w['output']}' "
-            f"{w['graph_rel']:.2e} relative vs PyTorch fp32's own {w['torch_fp32_rel']:.2e}")
 
 
 def _simplify_note(simp: dict) -> str:

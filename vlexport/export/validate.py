@@ -165,7 +165,7 @@ def validate_graph(reference, candidate, graph, axes: dict, seen: dict, atol: fl
     if bad:
         sizes, name, err = bad[0]
         raise ValidationError(f"'{name}' differs from the reference by {err:.3g} (atol {atol}) at {sizes} "
-                              f"({len(bad)} failing case(s)){_noise_note(report)}; the graph is not written")
+                              f"({len(bad)} failing case(s)){noise_note(report)}; the graph is not written")
     return report
 
 
@@ -207,12 +207,15 @@ def _noise_floor_check(reference, candidate, graph, missed: list, atol: float) -
     return {"checked": len(missed), "factor": NOISE_FACTOR, "worst": worst}
 
 
-def _noise_note(report: dict) -> str:
-    w = (report.get("noise_floor") or {}).get("worst")
+def noise_note(report: dict) -> str:
+    """'; ...' naming the worst output of the noise-floor check (for the build's note and the error), or ''."""
+    floor = report.get("noise_floor") or {}
+    w = floor.get("worst")
     if not w or not w["output"]:
         return ""
-    return (f"; against float64 the graph is {w['graph_rel']:.2e} off (relative) on '{w['output']}' where PyTorch "
-            f"fp32 itself is {w['torch_fp32_rel']:.2e} (allowed {report['noise_floor']['factor']}x + atol)")
+    return (f"; {floor['checked']} case(s) past atol judged against float64: the graph is {w['graph_rel']:.2e} off "
+            f"(relative) on '{w['output']}' where PyTorch fp32 itself is {w['torch_fp32_rel']:.2e} (allowed "
+            f"{floor['factor']}x + atol)")
 
 
 def precision_cases(axes: dict, n_samples: int, seen: dict | None = None, extra_sizes=(), batch: int = 10,
