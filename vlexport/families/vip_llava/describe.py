@@ -68,7 +68,8 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
          InputSpec("position_ids", ("batch", "text"), low=0, high=t.max_position_embeddings, **ids),
          InputSpec("cache_mask", ("batch", "past"), low=0, high=2, doc="1 for the filled cache slots", **ids),
          *[InputSpec(n, cache, dtype="float32") for n in cache_names(L, "past")]],
-        [OutputSpec("logits", ("batch", 1, V), classes=True), *[OutputSpec(n, new, row_axes=(1, 3)) for n in cache_names(L, "new")]],
+        [OutputSpec("logits", ("batch", 1, V), classes=True),
+         *[OutputSpec(n, new, row_axes=(1, 3)) for n in cache_names(L, "new")]],  # cache rows: per token, all heads
         make_inputs=lambda sizes, rng, pad=True: _decoder_inputs(t, sizes, rng, pad),
         make_real_inputs=lambda sizes, rng, pad, proc, run: _real_decoder_inputs(t, sizes, rng, pad, proc, run),
         real_inputs_use=("embed", "decoder"), fp16_io=tuple(cache_names(L, "past") + cache_names(L, "new")))
