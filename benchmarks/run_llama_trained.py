@@ -23,7 +23,6 @@ import datetime
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -83,19 +82,6 @@ class Graph:
         return new
 
 
-def timed(runners: dict, rounds: int, runs: int) -> dict:
-    for r in runners.values():
-        r()
-    times = {k: [] for k in runners}
-    for i in range(rounds):
-        for k in (list(runners) if i % 2 else list(runners)[::-1]):
-            t = time.perf_counter()
-            for _ in range(runs):
-                runners[k]()
-            times[k].append((time.perf_counter() - t) / runs)
-    return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--llm", type=Path, help="a LlamaForCausalLM folder (default: SmolLM2-135M-Instruct)")
@@ -114,6 +100,9 @@ def main(argv=None):
     from vlexport.bench.machine import machine_info
     from vlexport.towers.llama_numpy import LlamaDims
     from vlexport.towers.llama_onnx import write_llama_decoder
+
+    sys.path.insert(0, str(HERE))
+    from run_int8_tradeoff import timed  # interleaved rounds, median per runner
 
     torch.set_num_threads(a.threads)
     tmp = Path(tempfile.mkdtemp(prefix="vlexport-llama-trained-"))
@@ -159,27 +148,25 @@ def main(argv=None):
 
     speed = {}
     for past in (64, 256):
-        runners = {}
-        for n, (g, _) in graphs.items():
-            f = g.feeds([42], past, past + 1)
-            runners[n] = (lambda g=g, f=f: g.s.run(["logits"], f))
+        step_feeds = next(iter(graphs.values()))[0].feeds([42], past, past + 1)  # every variant: the same inputs
+        runners = {n: (lambda f, g=g: g.s.run(["logits"], f)) for n, (g, _) in graphs.items()}
         cache = transformers.DynamicCache(config=hf.config)
         with torch.no_grad():
             hf(torch.randint(0, 1000, (1, past)), past_key_values=cache, use_cache=True)
         step = torch.tensor([[42]])
 
-        def hf_step(cache=cache):
+        def hf_step(_feeds, cache=cache):
             with torch.no_grad():
                 hf(step, past_key_values=cache, use_cache=True)
                 cache.crop(-1)  # back to the same cache length every call
 
         runners["transformers eager"] = hf_step
-        speed[f"decode_ms_past{past}"] = timed(runners, a.rounds, 10)
-    prefill = {n: (lambda g=g, ids=list(range(100, 132)): g.prefill_logits(ids)) for n, (g, _) in graphs.items()}
-    ids32 = torch.arange(100, 132)[None]
-    prefill["transformers eager"] = lambda: hf(ids32)
+        speed[f"decode_ms_past{past}"] = timed(runners, step_feeds, a.rounds, 10)
+    ids32 = list(range(100, 132))
+    prefill = {n: (lambda ids, g=g: g.prefill_logits(ids)) for n, (g, _) in graphs.items()}
+    prefill["transformers eager"] = lambda ids: hf(torch.tensor([ids]))
     with torch.no_grad():
-        speed["prefill32_ms"] = timed(prefill, a.rounds, 3)
+        speed["prefill32_ms"] = timed(prefill, ids32, a.rounds, 3)
 
     rows = []
     for n, (g, facts) in graphs.items():

@@ -399,8 +399,10 @@ def _int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: Bu
 
     with st.stage(f"Writing '{graph.name}' with int4 weight-only MatMuls (MatMulNBits) and validating against "
                   f"fp32 on {n} {_kind(real)} inputs (projections moved to 8 bits or fp32 if it misses the gate)"):
-        rng = np.random.default_rng(7)
-        sample = [(real or graph.make_inputs)(sizes, rng, pad) for sizes, pad in precision_cases(axes, 6, seen)]
+        def sample():  # the ranking's inputs: made only when plain int4 misses (a decoder's run the fp32 graphs)
+            rng = np.random.default_rng(7)
+            return [(real or graph.make_inputs)(sizes, rng, pad) for sizes, pad in precision_cases(axes, 6, seen)]
+
         facts, rep, search = quantize_int4_gated(module, stage / f"{stem}.onnx", path, validate, sample,
                                                  threads=opts.threads, note=lambda m: st.note(m, "yellow"))
     if rep is None:

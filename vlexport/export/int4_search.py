@@ -86,7 +86,7 @@ def quantize_int4_gated(module, fp32_path: Path, out_path: Path, validate, feeds
 
     module: write_onnx(path, quant="int4", eight_bit=, fp32=) and projections(), weights();
     validate(path) -> report; raises ValidationError when the graph at `path` misses the gate. feeds_list:
-    realistic inputs for the simulated errors. When nothing passes, out_path is removed (with its data
+    realistic inputs for the simulated errors, or a callable making them (called only if plain int4 misses). When nothing passes, out_path is removed (with its data
     file) and the report is None. search facts: ranked, trials, eight_bit / fp32 (the projections moved,
     [{name, member, rel_error, as}]), refused (why, when nothing passed)."""
     from vlexport.export.int8_search import search
@@ -114,7 +114,8 @@ def quantize_int4_gated(module, fp32_path: Path, out_path: Path, validate, feeds
         return tried[((), ())][0], first["report"], info
     note(f"plain int4 misses the gate ({first['why'][:160]}); ranking projections to move to wider weights")
     groups = module.projections()
-    errors = simulated_errors(fp32_path, groups, module.weights(), feeds_list, threads, bits=(4, 8))
+    feeds = feeds_list() if callable(feeds_list) else feeds_list
+    errors = simulated_errors(fp32_path, groups, module.weights(), feeds, threads, bits=(4, 8))
     ranked = {b: sorted(errors[b], key=errors[b].get, reverse=True) for b in (4, 8)}
     info["ranked"] = [{"name": g, "rel_error": round(errors[4][g], 5), "rel_error_8bit": round(errors[8][g], 5)}
                       for g in ranked[4]]
