@@ -24,6 +24,9 @@ import numpy as np
 from vlexport import __version__
 from vlexport._deps import package_versions, require
 from vlexport.artifact import hash_files, new_manifest, onnx_entry
+from vlexport.export.build_common import (input_kind, ort_runner, precision_note, real_inputs, simplify_note,
+                                          tradeoff_note, worst_note)
+from vlexport.export.build_int4 import build_streamed, int4_graph
 from vlexport.fsutil import check_output_folder, staging_dir, write_json_atomic
 from vlexport.progress import Stages
 from vlexport.specs import AxisRange
@@ -40,11 +43,6 @@ FUSE_MIN_GAIN = 0.04
 # ... and not tried on graphs faster than this at the opt shape: the gains measured were 0-12% (full-size
 # VisualBERT 0-6%), too little to matter, or to be told from noise, on a graph this fast
 FUSE_MIN_MS = 20.0
-# an int4 graph against the numpy reference on the same int4-rounded weights differs only by kernel
-# arithmetic: MatMulNBits quantizes activations to int8 at accuracy level 4 (worst row 0.9967 measured on
-# the tiny random VipLlava; a weight-layout bug gives ~0)
-INT4_EXACT_COSINE = 0.99
-INT4_EXACT_SAMPLES = 10  # the numpy reference is slow at full width; the shape grid comes on top
 
 
 @dataclass
@@ -80,15 +78,6 @@ def default_out(model: str) -> Path:
 
 def tool_versions() -> dict:
     return {"vlexport": __version__, **package_versions(TOOLS)}
-
-
-def _runner(path, threads):
-    from vlexport.runtime.backends.onnxruntime import cast_feeds, fp16_inputs, make_session
-
-    sess = make_session(path, threads)
-    names = [o.name for o in sess.get_outputs()]
-    fp16 = fp16_inputs(sess)  # fp16-I/O graphs (a KV cache) take the same fp32 validation inputs
-    return lambda feeds: dict(zip(names, sess.run(names, cast_feeds(feeds, fp16))))
 
 
 CHOOSE_BUDGET_S = 60.0
@@ -211,7 +200,7 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
             module = modules[graph.name]
             written = hasattr(module, "write_onnx")  # a graph the model writes itself (e.g. layer by layer)
             if getattr(module, "streamed", False):  # too large for PyTorch here: written once, in int4
-                _build_streamed(graph, module, stage, manifest, opts, st)
+                build_streamed(graph, module, stage, manifest, opts, st)
                 continue
             how = " (written by the model, not traced)" if written else ""
             with st.stage(f"Exporting '{graph.name}' to ONNX{how}"):
@@ -249,7 +238,7 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
                             simp["message"] = f"{tool} ran; the raw graph was kept (not clearly faster)"
                 for f in chosen.parent.iterdir():
                     shutil.move(str(f), stage / f.name)
-            st.note(_simplify_note(simp))
+            st.note(simplify_note(simp))
             entry["onnx"]["fp32"] = onnx_entry(stage, f"{stem}.onnx", simplifier=simp)
 
             # fp16 conversion before validation: the fp32 session is not alive yet, which keeps the
@@ -264,20 +253,20 @@ def build(model: str, out: Path | None = None, **kwargs) -> Path:
 
             from vlexport.export.validate import noise_note, shape_grid, torch_reference, validate_graph
 
-            runners[graph.name] = _runner(stage / f"{stem}.onnx", opts.threads)
+            runners[graph.name] = ort_runner(stage / f"{stem}.onnx", opts.threads)
             n = len(shape_grid(axes, entry["trace_sizes"]))
             with st.stage(f"Validating '{graph.name}' fp32 against PyTorch on {n} unseen shapes", steps=n) as adv:
                 rep = validate_graph(torch_reference(modules[graph.name]), runners[graph.name], graph, axes,
                                      entry["trace_sizes"], progress=adv)
             entry["validation"]["fp32"] = rep
-            st.note(f"{rep['shapes']} shapes, worst max-abs error " + _worst_note(rep["worst"]) + noise_note(rep))
+            st.note(f"{rep['shapes']} shapes, worst max-abs error " + worst_note(rep["worst"]) + noise_note(rep))
             if opts.fuse != "never":
                 if written:
                     st.total -= 1  # a written graph is in its final form
                 else:
                     _fused_graph(graph, modules[graph.name], stage, scratch, entry, axes, opts, st)
             if opts.int4 and precisions and written:  # while the model (the int4 reference's weights) is alive
-                _int4_graph(graph, module, stage, manifest, axes, runners[graph.name], opts, st, processor, runners)
+                int4_graph(graph, module, stage, manifest, axes, runners[graph.name], opts, st, processor, runners)
         modules = loaded.model = None  # the reference is no longer needed: free its weights
         gc.collect()
 
@@ -346,7 +335,7 @@ def _fused_graph(graph, module, stage: Path, scratch: Path, entry: dict, axes, o
             st.note("no fusion matched; the plain fp32 graph serves ONNX Runtime")
             return
         try:
-            rep = validate_graph(torch_reference(module), _runner(fused, opts.threads), graph, axes,
+            rep = validate_graph(torch_reference(module), ort_runner(fused, opts.threads), graph, axes,
                                  entry["trace_sizes"], progress=adv)
         except ValidationError as exc:  # a fusion that changes the numbers is dropped, not shipped
             st.note(f"fused graph dropped: {exc}", "yellow")
@@ -376,154 +365,6 @@ def compose_model(opts: BuildOptions):
     return load()
 
 
-def _int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: BuildOptions, st: Stages,
-                processor=None, runners=None):
-    """The int4 weight-only graph of a written graph, validated twice: against the fp32 graph (the quantization
-    error: gated like int8 on checkpoint weights, with the fewest projections moved to 8 bits that pass it:
-    vlexport.export.int4_search; reported only on random weights, whose quantization error says nothing
-    about a trained model's), and against the model's numpy reference on the same rounded weights (the
-    graph itself: gated tight). Both on realistic inputs where the graph has a maker for them."""
-    from vlexport.export.int4_search import quantize_int4_gated
-    from vlexport.export.validate import int4_gate, precision_cases, validate_precision
-
-    entry, stem = manifest["graphs"][graph.name], graph.file_stem
-    seen = entry["trace_sizes"]
-    real = real_inputs(graph, processor, runners)
-    gate = int4_gate(manifest["source"]["weights"], graph.int8_cosine)
-    n, n_exact = (len(precision_cases(axes, k, seen)) for k in (opts.int8_samples, INT4_EXACT_SAMPLES))
-    path = stage / f"{stem}.int4.onnx"
-
-    def validate(p):
-        return validate_precision(fp32, _runner(p, opts.threads), graph, axes, f"the int4 '{graph.name}' graph",
-                                  n_samples=opts.int8_samples, seen=seen, make_inputs=real, **gate)
-
-    with st.stage(f"Writing '{graph.name}' with int4 weight-only MatMuls (MatMulNBits) and validating against "
-                  f"fp32 on {n} {_kind(real)} inputs (projections moved to 8 bits or fp32 if it misses the gate)"):
-        def sample():  # the ranking's inputs: made only when plain int4 misses (a decoder's run the fp32 graphs)
-            rng = np.random.default_rng(7)
-            return [(real or graph.make_inputs)(sizes, rng, pad) for sizes, pad in precision_cases(axes, 6, seen)]
-
-        facts, rep, search = quantize_int4_gated(module, stage / f"{stem}.onnx", path, validate, sample,
-                                                 threads=opts.threads, note=lambda m: st.note(m, "yellow"))
-    if rep is None:
-        entry["validation"]["int4"] = {"passed": False, "refused": search["refused"], "search": search}
-        st.note(f"int4 not built for '{graph.name}': {search['refused']}", "yellow")
-        st.total -= 1
-        return
-    eight, wide = ([g["member"] for g in search[k]] for k in ("eight_bit", "fp32"))
-    entry["onnx"]["int4"] = onnx_entry(stage, f"{stem}.int4.onnx", **_scalar_facts(facts))
-    entry["onnx"]["int4"]["search"] = search
-    int4 = _runner(path, opts.threads)
-    with st.stage(f"Validating '{graph.name}' int4 against its rounded reference on {n_exact} inputs",
-                  steps=n_exact) as adv:
-        ref = module.numpy_reference(quantized=True, eight_bit=eight, fp32=wide)
-        exact = validate_precision(ref, int4, graph, axes,
-                                   f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
-                                   n_samples=INT4_EXACT_SAMPLES, seen=seen, progress=adv, min_cosine=INT4_EXACT_COSINE,
-                                   min_top1=None, make_inputs=real)
-    rep["rounded_reference"] = {k: exact[k] for k in ("min_cosine", "cases", "passed")}
-    entry["validation"]["int4"] = rep
-    kept = "".join(_moved_note(search[k], label) for k, label in (("eight_bit", "at 8 bits"), ("fp32", "kept fp32")))
-    st.note(f"int4 vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
-            + _precision_note("quantization error (int4 vs fp32)", rep) + kept)
-
-
-def _build_streamed(graph, module, stage: Path, manifest: dict, opts: BuildOptions, st: Stages):
-    """A graph whose weights never fit in PyTorch here (a 7B decoder: 27 GB in fp32): the model writes it
-    layer by layer with int4 weight-only MatMuls, streaming its weights, and it is validated on a few
-    small shapes against the model's numpy reference (which streams the same weights)."""
-    from vlexport.export.onnx_export import name_output_axes
-    from vlexport.export.validate import int4_gate, validate_streamed
-
-    entry, stem = manifest["graphs"][graph.name], graph.file_stem
-    with st.stage(f"Writing '{graph.name}' layer by layer with int4 weight-only MatMuls (weights streamed)"):
-        facts = module.write_onnx(stage / f"{stem}.int4.onnx", quant="int4")
-        name_output_axes(stage / f"{stem}.int4.onnx", graph)
-    entry["onnx"]["int4"] = onnx_entry(stage, f"{stem}.int4.onnx", **_scalar_facts(facts))
-    entry["exporter"], entry["trace_sizes"] = facts["exporter"], {}
-    entry["streamed"] = True
-    int4 = _runner(stage / f"{stem}.int4.onnx", opts.threads)
-    with st.stage(f"Validating '{graph.name}' int4 against the numpy reference on a few small shapes"):
-        exact = validate_streamed(module.numpy_reference(quantized=True), int4, graph,
-                                  f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
-                                  min_cosine=INT4_EXACT_COSINE)
-        gate = int4_gate(manifest["source"]["weights"], graph.int8_cosine)  # random weights: reported only
-        rep = validate_streamed(module.numpy_reference(), int4, graph, f"the int4 '{graph.name}' graph",
-                                min_cosine=gate["min_cosine"])
-    rep["rounded_reference"] = {k: exact[k] for k in ("min_cosine", "cases", "passed")}
-    entry["validation"]["int4"] = rep
-    st.note(f"int4 vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
-            + _precision_note("quantization error (int4 vs fp32 weights)", rep))
-    st.total -= 2  # no simplify, no fp32 validation for this graph
-
-
-def _scalar_facts(facts: dict) -> dict:
-    """A writer's facts that belong in the manifest's graph entry (plain values only)."""
-    # not the file names nor where the writer wrote them (a staging path): the entry names its own files
-    return {k: v for k, v in (facts or {}).items() if isinstance(v, (str, int, float, bool)) and k != "file"
-            and not k.endswith("_path")}
-
-
-def _worst_note(worst: dict, shown: int = 4) -> str:
-    """The largest errors first (a decoder has 61 outputs: the note names the 4 worst and counts the rest)."""
-    order = sorted(worst, key=lambda k: worst[k]["max_abs_err"], reverse=True)
-    rest = f" (and {len(order) - shown} more outputs, all smaller)" if len(order) > shown else ""
-    return ", ".join(f"{k} {worst[k]['max_abs_err']:.2e}" for k in order[:shown]) + rest
-
-
-def _moved_note(moved: list, label: str) -> str:
-    names = [g["name"] for g in moved]
-    return f"; {len(names)} projection(s) {label}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}" \
-        if names else ""
-
-
-def _simplify_note(simp: dict) -> str:
-    if "raw_ms" not in simp:
-        return simp["message"]
-    what = simp["message"]
-    return (f"{what}: raw {simp['raw_ms']} ms vs simplified {simp['simplified_ms']} ms at the opt shape "
-            f"({simp['rule']})")
-
-
-def real_inputs(graph, processor, runners: dict | None = None):
-    """The graph's realistic input maker bound to the model's processor (and to the fp32 runners of the
-    graphs it names in real_inputs_use), or None (then random inputs)."""
-    if graph.make_real_inputs is None or processor is None:
-        return None
-    if graph.real_inputs_use:
-        runners = runners or {}
-        if not all(n in runners for n in graph.real_inputs_use):
-            return None  # (a streamed graph's inputs) the graphs it needs were not built in fp32
-
-        def make(sizes, rng, pad):
-            return graph.make_real_inputs(sizes, rng, pad, processor, run=lambda name, feeds: runners[name](feeds))
-    else:
-        def make(sizes, rng, pad):
-            return graph.make_real_inputs(sizes, rng, pad, processor)
-
-    make.kind = "realistic"
-    return make
-
-
-def _kind(real) -> str:
-    return "realistic" if real is not None else "random"
-
-
-def _tradeoff_note(search: dict) -> str:
-    rows = []
-    for t in search["trials"]:
-        what = f"{t['accurate_int8']} accurate-int8 + {t['fp32']} fp32 nodes" if t["accurate_int8"] or t["fp32"] \
-            else "plain int8"
-        cos = f"{t['min_cosine']:.4f}" if t["min_cosine"] is not None else "-"
-        top1 = ", ".join(f"{v:.3f}" for v in (t["top1"] or {}).values()) or "-"
-        speed = (f"{t['fp32_ms_at_opt_b1'] / t['ms_at_opt_b1']:.2f}x fp32 speed" if t["ms_at_opt_b1"]
-                 else "not timed")  # a plain graph that passed needs no trade-off
-        sets = f", {t['validation_sets']} validation sets" if t.get("validation_sets", 1) > 1 else ""
-        rows.append(f"{what}: worst cosine {cos}, top-1 {top1}, {speed}{sets}{' (passes)' if t['passed'] else ''}")
-    kept = ", ".join(f"{n['name']} ({n['as']}, simulated error {n['rel_error']:.3f})" for n in search["nodes"])
-    return "int8 trade-off at the opt shape, batch 1:\n  " + "\n  ".join(rows) + f"\n  chosen: {kept}"
-
-
 def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOptions, st: Stages, processor=None,
                         runners=None):
     """fp16 validation, int8 quantization + validation, and the TensorRT engine of one graph."""
@@ -535,13 +376,13 @@ def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOpt
     samples = min(opts.fp16_samples, graph.precision_samples or opts.fp16_samples)
     if opts.fp16:
         n = len(precision_cases(axes, samples, seen))
-        with st.stage(f"Validating '{graph.name}' fp16 on {n} {_kind(real)} inputs over the whole range (ORT CPU)",
+        with st.stage(f"Validating '{graph.name}' fp16 on {n} {input_kind(real)} inputs over the whole range (ORT CPU)",
                       steps=n) as adv:
-            rep = validate_precision(fp32, _runner(stage / f"{stem}.fp16.onnx", opts.threads), graph, axes,
+            rep = validate_precision(fp32, ort_runner(stage / f"{stem}.fp16.onnx", opts.threads), graph, axes,
                                      f"the fp16 '{graph.name}' graph", n_samples=samples,
                                      min_cosine=graph.fp16_cosine, seen=seen, progress=adv, make_inputs=real)
         entry["validation"]["fp16"] = rep
-        st.note(_precision_note("fp16", rep))
+        st.note(precision_note("fp16", rep))
 
     if opts.int8 and graph.int8_refused:
         st.note(f"int8 not built for '{graph.name}': {graph.int8_refused}", "yellow")
@@ -549,20 +390,20 @@ def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOpt
     elif opts.int8:
         gate = {**int8_gate(manifest["source"]["weights"]), "min_cosine": graph.int8_cosine}
         n = len(precision_cases(axes, opts.int8_samples, seen))
-        with st.stage(f"Quantizing '{graph.name}' to int8 and validating on {n} {_kind(real)} inputs "
+        with st.stage(f"Quantizing '{graph.name}' to int8 and validating on {n} {input_kind(real)} inputs "
                       f"(more trials if it misses the gate or a held-out set)") as adv:
             from vlexport.export.int8_search import quantize_gated
 
             facts, rep = quantize_gated(stage / f"{stem}.onnx", stage / f"{stem}.int8.onnx", graph, axes, fp32, gate,
-                                        runner=lambda p: _runner(p, opts.threads), samples=opts.int8_samples,
+                                        runner=lambda p: ort_runner(p, opts.threads), samples=opts.int8_samples,
                                         seen=seen, threads=opts.threads, make_inputs=real,
                                         keep_weight_shapes=graph.int8_keep_fp32_weights, progress=adv,
                                         note=lambda m: st.note(m, "yellow"))
         entry["onnx"]["int8"] = onnx_entry(stage, f"{stem}.int8.onnx", **(facts or {}))
         entry["validation"]["int8"] = rep
-        st.note(_precision_note("int8", rep))
+        st.note(precision_note("int8", rep))
         if facts["search"]["nodes"]:
-            st.note(_tradeoff_note(facts["search"]))
+            st.note(tradeoff_note(facts["search"]))
 
     if opts.fp16:
         from vlexport.tensorrt.engine import maybe_build_engine
@@ -585,15 +426,6 @@ def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOpt
                       f"(every profile's min/opt/max included)", steps=n) as adv:
             entry["validation"]["tensorrt_fp16"] = _validate_engine(stage, manifest, graph, axes, fp32, seen, extra,
                                                                     opts, adv)
-
-
-def _precision_note(label, rep) -> str:
-    top1 = ", ".join(f"{k} {v:.3f}" for k, v in rep["top1_agreement"].items())
-    held = "".join(f"; held-out set {h['seed']}: worst cosine {h['min_cosine']:.6f}"
-                   + ("" if h["passed"] else " (missed: searched again with it)")
-                   for h in rep.get("held_out", ()) if h["min_cosine"] is not None)
-    return (f"{label} vs fp32 on {rep['cases']} inputs up to {rep['largest']}: worst per-row cosine "
-            f"{rep['min_cosine']:.6f}" + (f", top-1 agreement {top1}" if top1 else "") + ", no NaN/inf" + held)
 
 
 def _validate_engine(stage: Path, manifest: dict, graph, axes, fp32, seen, extra, opts: BuildOptions, progress):

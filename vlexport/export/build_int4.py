@@ -1,0 +1,105 @@
+"""The build's int4 steps: the int4 weight-only graph of a written graph (quantized, gated by the
+accuracy-aware search of vlexport.export.int4_search, validated against fp32 and against the rounded
+numpy reference), and a graph too large for PyTorch here, written layer by layer with streamed weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vlexport.artifact import onnx_entry
+from vlexport.export.build_common import (input_kind, moved_note, ort_runner, precision_note, real_inputs,
+                                          scalar_facts)
+from vlexport.progress import Stages
+
+if TYPE_CHECKING:
+    from vlexport.export.build import BuildOptions
+
+# an int4 graph against the numpy reference on the same int4-rounded weights differs only by kernel
+# arithmetic: MatMulNBits quantizes activations to int8 at accuracy level 4 (worst row 0.9967 measured on
+# the tiny random VipLlava; a weight-layout bug gives ~0)
+INT4_EXACT_COSINE = 0.99
+INT4_EXACT_SAMPLES = 10  # the numpy reference is slow at full width; the shape grid comes on top
+
+
+def int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: BuildOptions, st: Stages,
+               processor=None, runners=None):
+    """The int4 weight-only graph of a written graph, validated twice: against the fp32 graph (the quantization
+    error: gated like int8 on checkpoint weights, with the fewest projections moved to 8 bits that pass it:
+    vlexport.export.int4_search; reported only on random weights, whose quantization error says nothing
+    about a trained model's), and against the model's numpy reference on the same rounded weights (the
+    graph itself: gated tight). Both on realistic inputs where the graph has a maker for them."""
+    from vlexport.export.int4_search import quantize_int4_gated
+    from vlexport.export.validate import int4_gate, precision_cases, validate_precision
+
+    entry, stem = manifest["graphs"][graph.name], graph.file_stem
+    seen = entry["trace_sizes"]
+    real = real_inputs(graph, processor, runners)
+    gate = int4_gate(manifest["source"]["weights"], graph.int8_cosine)
+    n, n_exact = (len(precision_cases(axes, k, seen)) for k in (opts.int8_samples, INT4_EXACT_SAMPLES))
+    path = stage / f"{stem}.int4.onnx"
+
+    def validate(p):
+        return validate_precision(fp32, ort_runner(p, opts.threads), graph, axes, f"the int4 '{graph.name}' graph",
+                                  n_samples=opts.int8_samples, seen=seen, make_inputs=real, **gate)
+
+    with st.stage(f"Writing '{graph.name}' with int4 weight-only MatMuls (MatMulNBits) and validating against "
+                  f"fp32 on {n} {input_kind(real)} inputs (projections moved to 8 bits or fp32 if it misses the gate)"):
+        def sample():  # the ranking's inputs: made only when plain int4 misses (a decoder's run the fp32 graphs)
+            rng = np.random.default_rng(7)
+            return [(real or graph.make_inputs)(sizes, rng, pad) for sizes, pad in precision_cases(axes, 6, seen)]
+
+        facts, rep, search = quantize_int4_gated(module, stage / f"{stem}.onnx", path, validate, sample,
+                                                 threads=opts.threads, note=lambda m: st.note(m, "yellow"))
+    if rep is None:
+        entry["validation"]["int4"] = {"passed": False, "refused": search["refused"], "search": search}
+        st.note(f"int4 not built for '{graph.name}': {search['refused']}", "yellow")
+        st.total -= 1
+        return
+    eight, wide = ([g["member"] for g in search[k]] for k in ("eight_bit", "fp32"))
+    entry["onnx"]["int4"] = onnx_entry(stage, f"{stem}.int4.onnx", **scalar_facts(facts))
+    entry["onnx"]["int4"]["search"] = search
+    int4 = ort_runner(path, opts.threads)
+    with st.stage(f"Validating '{graph.name}' int4 against its rounded reference on {n_exact} inputs",
+                  steps=n_exact) as adv:
+        ref = module.numpy_reference(quantized=True, eight_bit=eight, fp32=wide)
+        exact = validate_precision(ref, int4, graph, axes,
+                                   f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
+                                   n_samples=INT4_EXACT_SAMPLES, seen=seen, progress=adv, min_cosine=INT4_EXACT_COSINE,
+                                   min_top1=None, make_inputs=real)
+    rep["rounded_reference"] = {k: exact[k] for k in ("min_cosine", "cases", "passed")}
+    entry["validation"]["int4"] = rep
+    kept = "".join(moved_note(search[k], label) for k, label in (("eight_bit", "at 8 bits"), ("fp32", "kept fp32")))
+    st.note(f"int4 vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
+            + precision_note("quantization error (int4 vs fp32)", rep) + kept)
+
+
+def build_streamed(graph, module, stage: Path, manifest: dict, opts: BuildOptions, st: Stages):
+    """A graph whose weights never fit in PyTorch here (a 7B decoder: 27 GB in fp32): the model writes it
+    layer by layer with int4 weight-only MatMuls, streaming its weights, and it is validated on a few
+    small shapes against the model's numpy reference (which streams the same weights)."""
+    from vlexport.export.onnx_export import name_output_axes
+    from vlexport.export.validate import int4_gate, validate_streamed
+
+    entry, stem = manifest["graphs"][graph.name], graph.file_stem
+    with st.stage(f"Writing '{graph.name}' layer by layer with int4 weight-only MatMuls (weights streamed)"):
+        facts = module.write_onnx(stage / f"{stem}.int4.onnx", quant="int4")
+        name_output_axes(stage / f"{stem}.int4.onnx", graph)
+    entry["onnx"]["int4"] = onnx_entry(stage, f"{stem}.int4.onnx", **scalar_facts(facts))
+    entry["exporter"], entry["trace_sizes"] = facts["exporter"], {}
+    entry["streamed"] = True
+    int4 = ort_runner(stage / f"{stem}.int4.onnx", opts.threads)
+    with st.stage(f"Validating '{graph.name}' int4 against the numpy reference on a few small shapes"):
+        exact = validate_streamed(module.numpy_reference(quantized=True), int4, graph,
+                                  f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
+                                  min_cosine=INT4_EXACT_COSINE)
+        gate = int4_gate(manifest["source"]["weights"], graph.int8_cosine)  # random weights: reported only
+        rep = validate_streamed(module.numpy_reference(), int4, graph, f"the int4 '{graph.name}' graph",
+                                min_cosine=gate["min_cosine"])
+    rep["rounded_reference"] = {k: exact[k] for k in ("min_cosine", "cases", "passed")}
+    entry["validation"]["int4"] = rep
+    st.note(f"int4 vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
+            + precision_note("quantization error (int4 vs fp32 weights)", rep))
+    st.total -= 2  # no simplify, no fp32 validation for this graph
