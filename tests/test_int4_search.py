@@ -11,7 +11,9 @@ import onnxruntime as ort
 import pytest
 
 from vlexport.errors import ValidationError
-from vlexport.export.int4_search import int8_blocks, quantize_int4_gated, simulated_errors
+from vlexport.specs import AxisRange
+from vlexport.export.int4_search import (failing_outputs, int8_blocks, quantize_int4_gated, simulated_errors,
+                                         upstream_groups, upstream_ranking)
 from vlexport.towers.llama_numpy import LlamaDims, projection_groups, random_llama_weights
 from vlexport.towers.llama_onnx import write_llama_decoder
 
@@ -80,7 +82,7 @@ def setup(tmp_path_factory):
 
 
 def gate(exact, threshold):
-    def validate(path):
+    def validate(path, seed=0):
         c = worst_cosine(logits(path), exact)
         if c < threshold:
             exc = ValidationError(f"the int4 graph: worst per-row cosine of 'logits' {c:.6f} < {threshold:.6f}")
@@ -130,7 +132,9 @@ def test_a_gate_only_fp32_meets_is_refused_and_leaves_no_file(setup, tmp_path):
                                               gate(exact, 1.0 - 1e-12), FEEDS[:2], note=lambda m: None)
     assert report is None and facts == {} and "misses the gate" in info["refused"]
     tiers = [t["tier"] for t in info["trials"]]
-    assert tiers == ["int4", "8-bit weights", "fp32", "8-bit + fp32"]  # each tier's widest graph, once
+    # each tier's widest graph, once (the upstream tier first runs all-8-bit: its ranking needs the failing outputs)
+    assert tiers == ["int4", "8-bit weights", "fp32", "8-bit + fp32"] + ["8-bit + upstream fp32"] * 2
+    assert not info["held_out"]  # nothing was chosen, so nothing was checked on held-out inputs
     assert max(t["fp32"] for t in info["trials"]) == len(model.projections()) // 2  # never more than half fp32
     assert not (tmp_path / "int4.onnx").exists() and not (tmp_path / "int4.onnx.data").exists()
 
@@ -142,7 +146,7 @@ def test_a_gate_only_fp32_outliers_meet_keeps_8_bits_and_the_fewest_fp32(setup, 
     model = Decoder()
     half = len(model.projections()) // 2
 
-    def gate_on_structure(path):  # the gate of a model like that: needs 8-bit weights and fp32 outliers
+    def gate_on_structure(path, seed=0):  # the gate of a model like that: needs 8-bit weights and fp32 outliers
         import onnx
 
         nodes = onnx.load(str(path), load_external_data=False).graph.node
@@ -165,3 +169,69 @@ def test_a_gate_only_fp32_outliers_meet_keeps_8_bits_and_the_fewest_fp32(setup, 
     gate_on_structure(tmp_path / "int4.onnx")  # the file on disk is the chosen graph
     assert [t["tier"] for t in info["trials"][:3]] == ["int4", "8-bit weights", "fp32"]
     assert not any(t["passed"] for t in info["trials"][:3]) and info["trials"][2]["fp32"] == half
+
+
+def test_upstream_groups_follow_the_graph_and_rank_the_earliest_first(setup):
+    """Layer i's cache is fed by layers < i and layer i's qkv only; the logits by every projection. Failing
+    outputs come from a real validation report; the ranking puts what feeds them all first, in graph order."""
+    from vlexport.export.validate import validate_precision
+
+    folder, *_ = setup
+    groups = Decoder().projections()
+    names = [g for g, _ in groups]
+    cones = upstream_groups(folder / "fp32.onnx", groups)
+    layer = [[g for g in names if g.startswith(f"model.layers.{i}.")] for i in range(3)]
+    assert cones["new_key.0"] == cones["new_value.0"] == {"model.layers.0.self_attn.qkv_proj"}
+    assert cones["new_value.2"] == set(layer[0] + layer[1]) | {"model.layers.2.self_attn.qkv_proj"}
+    assert cones["logits"] == set(names)
+
+    class Graph:  # what validate_precision asks of a graph description: its outputs and an input maker
+        outputs = [type("O", (), {"name": n, "classes": n == "logits", "masked_below": None, "row_axes": None})()
+                   for n in cones]
+
+        @staticmethod
+        def make_inputs(sizes, rng, pad):
+            return feeds(int(rng.integers(1000)))
+
+    exact = ort.InferenceSession(str(folder / "fp32.onnx"), providers=["CPUExecutionProvider"])
+    plain = ort.InferenceSession(str(folder / "plain.onnx"), providers=["CPUExecutionProvider"])
+    names_out = [o.name for o in exact.get_outputs()]
+
+    def run(sess):
+        return lambda f: dict(zip(names_out, sess.run(names_out, f)))
+
+    with pytest.raises(ValidationError) as err:  # int4 on random weights: far from a 0.9999 cosine
+        validate_precision(run(exact), run(plain), Graph, {"batch": AxisRange(2, 2, 2)}, "plain", n_samples=3, min_cosine=0.9999)
+    report = err.value.report
+    failing = failing_outputs(report, cones)
+    assert failing and set(failing) <= set(cones)
+    assert all(report["outputs"][o]["cosine_min"] < 0.9999 or o == "logits" for o in failing)
+    ranked = upstream_ranking(names, cones, ["new_value.1", "logits"])
+    assert ranked[:5] == layer[0] + ["model.layers.1.self_attn.qkv_proj"]  # they feed both, earliest first
+    assert set(ranked) == set(names)  # the logits are fed by every projection
+    assert upstream_ranking(names, cones, ["new_key.0"]) == ["model.layers.0.self_attn.qkv_proj"]
+    assert failing_outputs(None, cones) == list(cones)  # no per-output figures: every output counts
+
+
+def test_a_choice_that_misses_a_held_out_set_is_searched_again_with_it(setup, tmp_path):
+    """The build's set passes with k projections at 8 bits; a held-out set asks for more: the search runs again
+    with both sets required, and the graph left is the one that passes both."""
+    folder, exact, plain, all8 = setup
+    loose = plain + 0.1 * (all8 - plain)
+    _, alone, alone_info = quantize_int4_gated(Decoder(), folder / "fp32.onnx", tmp_path / "int4.onnx", gate(exact, loose),
+                                        FEEDS[:2], note=lambda m: None)
+    strict = (alone["min_cosine"] + all8) / 2  # what the build's set alone chose misses this; all 8-bit meets it
+    model, sets = Decoder(), []
+
+    def validate(path, seed=0):
+        sets.append(seed)
+        return gate(exact, loose if seed == 0 else strict)(path)
+
+    facts, report, info = quantize_int4_gated(model, folder / "fp32.onnx", tmp_path / "int4.onnx", validate,
+                                              FEEDS[:2], note=lambda m: None)
+    first, second = info["held_out"][:2]
+    assert first["seed"] == 1 and not first["passed"] and second["seed"] == 2 and second["passed"]
+    assert worst_cosine(logits(tmp_path / "int4.onnx"), exact) >= strict  # the graph on disk passes both
+    assert len(info["eight_bit"]) > len(alone_info["eight_bit"])  # more moved than the build's set alone asked for
+    assert any(t["validation_sets"] == 2 for t in info["trials"])  # trials of the second search ran on both sets
+    assert 1 in sets[sets.index(1) + 1:]  # candidates of the second search were checked on set 1 too

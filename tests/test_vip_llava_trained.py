@@ -5,9 +5,10 @@ the processor's tokenizer, a real prefix's keys and values from the fp32 graphs.
 What trained weights show that random ones hide: fp32 rounding noise of a 30-layer stream exceeds a fixed
 atol (the fp32 check then judges against float64), a tied lm_head (the checkpoint has none), and int4 that
 loses a quarter of the next-token agreement. The int4 search's outcome on this model is recorded, not
-assumed: it is refused (8-bit weights run with int8 activations miss the per-token cache gate at layer 3,
-and half the projections in fp32, beside int4 or 8-bit weights, still miss), and loading precision="int4"
-then says so."""
+assumed: it is refused, and loading precision="int4" then says so. 8-bit weights run with int8 activations
+miss the per-token cache gate at layers 3-6; half the projections kept fp32 by their simulated error still
+miss it; kept fp32 upstream of the failing outputs (the first layers) they meet it, but the next-token
+top-1 agreement then misses on held-out inputs (near-tied next tokens flip)."""
 
 from __future__ import annotations
 
@@ -63,9 +64,16 @@ def test_int4_is_refused_with_its_trials_in_the_manifest(trained):
     v = entry["validation"]["int4"]
     assert "int4" not in entry["onnx"] and not list(out.glob("decoder.int4.onnx*"))
     assert not v["passed"] and "misses the gate" in v["refused"]
-    tiers = [t["tier"] for t in v["search"]["trials"]]
-    assert tiers == ["int4", "8-bit weights", "fp32", "8-bit + fp32"]  # each wider tier's widest graph missed
+    trials = v["search"]["trials"]
+    tiers = [t["tier"] for t in trials]
+    assert tiers[:4] == ["int4", "8-bit weights", "fp32", "8-bit + fp32"]  # each wider tier's widest graph missed
     assert v["search"]["ranked"][0]["rel_error"] > 0.05  # the simulated error found projections worth moving
+    # the upstream ranking mends what the error ranking could not (the early layers' cache: 0.981 -> 0.997 with
+    # the same 60 projections fp32); what still misses is the next-token agreement on a few dozen tokens
+    upstream = [t for t in trials if t["tier"] == "8-bit + upstream fp32" and t["min_cosine"] is not None]
+    assert max(t["min_cosine"] for t in upstream) > trials[3]["min_cosine"] + 0.01
+    assert all(t["fp32"] <= 60 for t in trials)  # never more than half of the 121 projections in fp32
+    assert any(not h["passed"] for h in v["search"]["held_out"])  # a choice on the build's set missed a held-out set
     with pytest.raises(ArtifactError, match="has no int4 graph: int4 misses the gate"):
         vlexport.load(out, precision="int4")
     from rich.console import Console

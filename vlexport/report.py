@@ -145,7 +145,7 @@ def _int4_tables(gname: str, g: dict) -> list:
     refused = ((g.get("validation") or {}).get("int4") or {}).get("refused")
     if moved:
         t = Table(title=Text(f"graph '{gname}': projections not in int4 (plain int4 missed the gate)"))
-        for col in ("projection", "runs as", "simulated int4 error"):
+        for col in ("projection", "runs as", "simulated error (of the bits it left)"):
             t.add_column(col)
         for n in moved[:SHOWN]:
             t.add_row(T(n["name"]), T(n["as"]), T(_fmt(n.get("rel_error"))))
@@ -154,10 +154,14 @@ def _int4_tables(gname: str, g: dict) -> list:
         out.append(t)
     title = f"graph '{gname}': int4 trials" + (f" (refused: {refused})" if refused else "")
     t = Table(title=Text(title))
-    for col in ("tier", "8-bit", "fp32", "worst row cosine", "top-1", "passed"):
+    for col in ("tier", "8-bit", "fp32", "worst row cosine", "top-1", "validation sets", "passed"):
         t.add_column(col)
     for r in search["trials"]:
         t.add_row(T(r.get("tier")), T(r.get("eight_bit")), T(r.get("fp32")), T(_fmt(r.get("min_cosine"))),
-                  T(", ".join(_fmt(x) for x in (r.get("top1") or {}).values())), T(r.get("passed")))
+                  T(", ".join(_fmt(x) for x in (r.get("top1") or {}).values())), T(r.get("validation_sets", 1)),
+                  T(r.get("passed")))
+    for h in search.get("held_out", ()):  # the chosen graph on a held-out set
+        t.add_row(T(f"held-out set {h['seed']}"), T(""), T(""), T(_fmt(h.get("min_cosine"))), T(""), T(""),
+                  T(h["passed"]))
     out.append(t)
     return out

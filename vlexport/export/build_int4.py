@@ -41,9 +41,9 @@ def int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: Bui
     n, n_exact = (len(precision_cases(axes, k, seen)) for k in (opts.int8_samples, INT4_EXACT_SAMPLES))
     path = stage / f"{stem}.int4.onnx"
 
-    def validate(p):
+    def validate(p, seed=0):
         return validate_precision(fp32, ort_runner(p, opts.threads), graph, axes, f"the int4 '{graph.name}' graph",
-                                  n_samples=opts.int8_samples, seen=seen, make_inputs=real, **gate)
+                                  n_samples=opts.int8_samples, seen=seen, make_inputs=real, seed=seed, **gate)
 
     with st.stage(f"Writing '{graph.name}' with int4 weight-only MatMuls (MatMulNBits) and validating against "
                   f"fp32 on {n} {input_kind(real)} inputs (projections moved to 8 bits or fp32 if it misses the gate)"):
@@ -70,6 +70,7 @@ def int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: Bui
                                    n_samples=INT4_EXACT_SAMPLES, seen=seen, progress=adv, min_cosine=INT4_EXACT_COSINE,
                                    min_top1=None, make_inputs=real)
     rep["rounded_reference"] = {k: exact[k] for k in ("min_cosine", "cases", "passed")}
+    rep["held_out"] = search["held_out"]
     entry["validation"]["int4"] = rep
     kept = "".join(moved_note(search[k], label) for k, label in (("eight_bit", "at 8 bits"), ("fp32", "kept fp32")))
     st.note(f"int4 vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
