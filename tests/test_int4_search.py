@@ -201,7 +201,8 @@ def test_upstream_groups_follow_the_graph_and_rank_the_earliest_first(setup):
         return lambda f: dict(zip(names_out, sess.run(names_out, f)))
 
     with pytest.raises(ValidationError) as err:  # int4 on random weights: far from a 0.9999 cosine
-        validate_precision(run(exact), run(plain), Graph, {"batch": AxisRange(2, 2, 2)}, "plain", n_samples=3, min_cosine=0.9999)
+        validate_precision(run(exact), run(plain), Graph, {"batch": AxisRange(2, 2, 2)}, "plain", n_samples=3,
+                           min_cosine=0.9999)
     report = err.value.report
     failing = failing_outputs(report, cones)
     assert failing and set(failing) <= set(cones)
@@ -218,8 +219,8 @@ def test_a_choice_that_misses_a_held_out_set_is_searched_again_with_it(setup, tm
     with both sets required, and the graph left is the one that passes both."""
     folder, exact, plain, all8 = setup
     loose = plain + 0.1 * (all8 - plain)
-    _, alone, alone_info = quantize_int4_gated(Decoder(), folder / "fp32.onnx", tmp_path / "int4.onnx", gate(exact, loose),
-                                        FEEDS[:2], note=lambda m: None)
+    _, alone, alone_info = quantize_int4_gated(Decoder(), folder / "fp32.onnx", tmp_path / "int4.onnx",
+                                               gate(exact, loose), FEEDS[:2], note=lambda m: None)
     strict = (alone["min_cosine"] + all8) / 2  # what the build's set alone chose misses this; all 8-bit meets it
     model, sets = Decoder(), []
 

@@ -103,12 +103,12 @@ def quantize_int4_gated(module, fp32_path: Path, out_path: Path, validate, feeds
     (HOLDOUT_ROUNDS at most, as the int8 search does): top-1 agreement on a few dozen tokens is coarse, and
     the fewest projections that pass one set may pass it by luck. A held-out set that misses joins the sets
     every candidate must pass, and the search runs again."""
-    tried, on_disk, seeds = {}, [], [0]  # seeds: the validation sets every candidate must pass
+    tried, written, on_disk, seeds = {}, {}, [], [0]  # seeds: the validation sets every candidate must pass
 
     def check(eight: tuple, wide: tuple, seed: int) -> dict:
         if (eight, wide, seed) not in tried:
             if on_disk != [(eight, wide)]:  # written again only when another configuration came since
-                tried[eight, wide, "facts"] = module.write_onnx(out_path, quant="int4", eight_bit=eight, fp32=wide)
+                written[eight, wide] = module.write_onnx(out_path, quant="int4", eight_bit=eight, fp32=wide)
                 on_disk[:] = [(eight, wide)]
             try:
                 tried[eight, wide, seed] = {"passed": True, "report": validate(out_path, seed), "why": ""}
@@ -127,7 +127,7 @@ def quantize_int4_gated(module, fp32_path: Path, out_path: Path, validate, feeds
     first = trial((), ())
     info = {"ranked": [], "trials": [_row("int4", 0, first)], "eight_bit": [], "fp32": [], "held_out": []}
     if first["passed"]:
-        return tried[(), (), "facts"], first["report"], info
+        return written[(), ()], first["report"], info
     note(f"plain int4 misses the gate ({first['why'][:160]}); ranking projections to move to wider weights")
     groups = module.projections()
     feeds = feeds_list() if callable(feeds_list) else feeds_list
@@ -164,9 +164,9 @@ def quantize_int4_gated(module, fp32_path: Path, out_path: Path, validate, feeds
             p.unlink(missing_ok=True)
         best = max(info["trials"], key=lambda t: t["min_cosine"] or -1.0)
         info["refused"] = (f"int4 misses the gate with all {n} projections at 8 bits and with up to "
-                           f"{int(n * MAX_FP32_SHARE)} of them kept fp32 beside int4 or 8-bit weights, ranked by simulated "
-                           f"error or upstream of the failing outputs (best trial: "
-                           f"{best['eight_bit']} at 8 bits, {best['fp32']} fp32: {best['why'][:200]})")
+                           f"{int(n * MAX_FP32_SHARE)} of them kept fp32 beside int4 or 8-bit weights, ranked by "
+                           f"simulated error or upstream of the failing outputs (best trial: {best['eight_bit']} "
+                           f"at 8 bits, {best['fp32']} fp32: {best['why'][:200]})")
         return {}, None, info
     if on_disk != [chosen]:  # the file on disk is the last check's: write the chosen one again
         module.write_onnx(out_path, quant="int4", eight_bit=chosen[0], fp32=chosen[1])
@@ -183,7 +183,7 @@ def quantize_int4_gated(module, fp32_path: Path, out_path: Path, validate, feeds
             info["eight_bit"] = [{"name": g, "member": members[g], "rel_error": round(errors[4][g], 5),
                                   "as": "8-bit weights"} for g in ranked[4] if g not in kept]
     info["chosen_tier"] = tier
-    return tried[(*chosen, "facts")], tried[(*chosen, 0)]["report"], info
+    return written[chosen], tried[(*chosen, 0)]["report"], info
 
 
 def _search_tiers(trial, info, ranked, members, everything, order, cones, note):
