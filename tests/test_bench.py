@@ -268,3 +268,28 @@ def test_suite_report_and_items_column(tmp_path):
     assert "0.25" in md  # the load of the point
     assert [r["model"]["graph"] for r in json.loads(files["json"].read_text())["runs"]] == ["vision", "text"]
     assert "| samples/s |" in report.to_markdown(_fake_result())  # one-graph runs: as before
+
+
+def test_a_checkpoint_folder_is_benchmarked_against_its_own_weights(tmp_path):
+    """A trained checkpoint (not random weights): bench builds it and its torch reference loads the folder's
+    weights (parity then compares like with like); an artifact built from it needs reference= for that,
+    since an artifact may not make vlexport read files outside its folder."""
+    pytest.importorskip("torch")
+    import visual_bert_kit as kit
+
+    from vlexport.bench.harness import run_benchmark
+    from vlexport.errors import ArtifactError
+
+    folder = tmp_path / "ckpt"
+    kit.make_hf_model("VisualBertForQuestionAnswering", seed=3).save_pretrained(folder)
+    common = dict(backends=("torch", "ort-fp32"), iters=2, warmup=1, parity_samples=2, wrapper_iters=0,
+                  gemm_peak=False, progress=False, threads=1, build_kwargs={"axes": kit.axes_for(
+                      "VisualBertForQuestionAnswering"), "fp16": False})
+    res = run_benchmark(BenchOptions(str(folder), **common))
+    assert res["artifact"]["built"] and res["backends"]["torch"]["status"] == "ok"
+    assert all(p["max_abs_err"] < 1e-4 for p in res["backends"]["ort-fp32"]["parity"].values())
+    art = kit.build_small(folder, tmp_path / "art", "VisualBertForQuestionAnswering", fp16=False)
+    with pytest.raises(ArtifactError, match="pass reference="):
+        run_benchmark(BenchOptions(str(art), **common))
+    res = run_benchmark(BenchOptions(str(art), reference=str(folder), **common))
+    assert all(p["max_abs_err"] < 1e-4 for p in res["backends"]["ort-fp32"]["parity"].values())

@@ -40,9 +40,31 @@ def test_fusions_match_the_dynamo_graph(fused_artifact, tmp_path):
     facts = fuse_for_ort(fused_artifact / "model.onnx", tmp_path / "f.onnx")
     layers = json.loads((fused_artifact / "config.json").read_text())["num_hidden_layers"]
     assert facts["ops"]["MultiHeadAttention"] == layers
-    assert facts["ops"]["SkipLayerNormalization"] == 2 * layers and facts["ops"]["BiasGelu"] == layers
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "f.onnx")).graph.node}
+    assert facts["ops"]["BiasGelu"] == layers
+    # residual + LayerNorm matched as SkipLayerNormalization, then undone: its CPU kernel is the slower
+    assert facts["fusions"]["skip_layer_normalization"] == facts["fusions"]["skip_layer_normalization_undone"] \
+        == 2 * layers
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "f.onnx")).graph.node]
     assert "Softmax" not in ops  # no attention left unfused
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") >= 2 * layers
+
+
+def test_cpu_sessions_leave_residual_layernorm_unfused(fused_artifact, tmp_path):
+    """ORT's own SkipLayerNormFusion is disabled in CPU sessions (vlexport.runtime.backends.onnxruntime
+    .SLOW_CPU_FUSIONS): the graph ORT runs keeps LayerNormalization, and the answers are the reference's."""
+    import onnxruntime as ort
+
+    from vlexport.runtime.backends.onnxruntime import SLOW_CPU_FUSIONS, make_session
+
+    assert "SkipLayerNormFusion" in SLOW_CPU_FUSIONS
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "ort-default.onnx")
+    ort.InferenceSession(str(fused_artifact / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    default = [n.op_type for n in onnx.load(str(tmp_path / "ort-default.onnx")).graph.node]
+    assert "SkipLayerNormalization" in default  # what ORT does unless told otherwise
+    make_session(fused_artifact / "model.onnx", threads=1, optimized_model=tmp_path / "ort-ours.onnx")
+    kept = [n.op_type for n in onnx.load(str(tmp_path / "ort-ours.onnx")).graph.node]
+    assert "SkipLayerNormalization" not in kept and "LayerNormalization" in kept
 
 
 def test_the_build_records_and_the_runtime_serves_the_fused_graph(fused_artifact):

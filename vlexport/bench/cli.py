@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--graph", default=None, metavar="NAME",
                    help="the graph to time, for artifacts with several (e.g. a dual encoder's 'vision' or 'text'); "
                         "required for them, one graph per run")
+    p.add_argument("--reference", default=None, metavar="FOLDER_OR_ID",
+                   help="the checkpoint folder or hub id a checkpoint artifact was built from: the torch and transformers "
+                        "backends load its weights (default: the model itself, when bench builds it)")
     p.add_argument("--items", default="samples", metavar="NAME",
                    help="what one batch row is, naming the throughput column (e.g. images -> images/s; default samples)")
     p.add_argument("--backends", default=",".join(ALL_BACKENDS),
@@ -71,7 +74,7 @@ def options_from_args(args):
                         threads=args.threads, random_weights=args.random_weights, seed=args.seed, pad=not args.no_pad,
                         parity_samples=args.parity_samples, wrapper_iters=0 if args.no_wrapper_overhead else 40,
                         gemm_peak=not args.no_gemm_peak, progress=not args.quiet, graph=args.graph,
-                        item_name=args.items)
+                        item_name=args.items, reference=args.reference)
 
 
 def run(args) -> int:

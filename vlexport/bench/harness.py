@@ -84,6 +84,9 @@ class BenchOptions:
     targets: dict = field(default_factory=dict)  # name -> goal, checked by evaluate_targets (see the scripts)
     graph: str | None = None  # the graph to time, for artifacts with several (None: the artifact's only graph)
     item_name: str = "samples"  # what one batch row is, for the throughput column ("images" -> "images/s")
+    # the checkpoint a checkpoint artifact was built from (the torch reference loads its weights; an artifact may not
+    # name files outside its folder); None: the model itself when bench builds it, else none (random weights only)
+    reference: str | None = None
 
 
 # ------------------------------------------------------------------------------------------ sweeps
@@ -202,7 +205,8 @@ class CpuLoad:
 class Context:
     """The artifact, its description (the timed graph), and the reference model (built once, shared)."""
 
-    def __init__(self, artifact_path: Path, threads: int, graph: str | None = None):
+    def __init__(self, artifact_path: Path, threads: int, graph: str | None = None,
+                 reference: str | None = None):
         from vlexport import families
         from vlexport.artifact import Artifact
         from vlexport.errors import ConfigError
@@ -225,7 +229,7 @@ class Context:
         self.graph_spec = self.spec.graph(self.graph)
         self.axes = self.spec.axes_for(self.graph_spec)
         self.output_names = self.graph_spec.output_names
-        self._reference = None
+        self._reference, self.reference = None, reference
 
     def make_inputs(self, sizes, rng, pad):
         return self.graph_spec.make_inputs(sizes, rng, pad)
@@ -238,7 +242,7 @@ class Context:
         if self._reference is None:
             from vlexport.runtime.backends.torch import reference_model
 
-            self._reference = reference_model(self.artifact).eval()
+            self._reference = reference_model(self.artifact, self.reference).eval()
         return self._reference
 
     def torch_module(self):
@@ -349,7 +353,10 @@ def run_benchmark(opts: BenchOptions) -> dict:
     with tempfile.TemporaryDirectory(prefix="vlexport-bench-") as work:
         path, build_info = resolve_artifact(opts, Path(work))
         result["artifact"] = {"path": str(path), **build_info}
-        ctx = Context(path, opts.threads, opts.graph)
+        ctx = Context(path, opts.threads, opts.graph, reference=opts.reference)
+        weights = (ctx.artifact.manifest.get("source") or {}).get("weights")
+        if ctx.reference is None and build_info["built"] and weights not in ("random", "tiny"):
+            ctx.reference = opts.model  # bench built it from this checkpoint
         base = {k: int(opts.base.get(k, r.opt)) for k, r in ctx.axes.items()}
         foreign = sorted(set(opts.sweep or {}) - set(ctx.axes))
         if foreign:

@@ -40,9 +40,10 @@ SIMPLIFY_MIN_WINS = 0.8
 SIMPLIFY_MIN_GAIN_MS = 0.5
 # the ORT-fused fp32 graph is kept when this much faster (fusion gains are smaller than a simplifier's mistakes)
 FUSE_MIN_GAIN = 0.04
-# ... and not tried on graphs faster than this at the opt shape: the gains measured were 0-12% (full-size
-# VisualBERT 0-6%), too little to matter, or to be told from noise, on a graph this fast
-FUSE_MIN_MS = 20.0
+# ... and not tried on graphs faster than this at the opt shape (tiny models: well under 1 ms, where the 0.5 ms
+# a fusion must gain is out of reach). Trained-MiniLM VisualBERT (6.9 ms at B=1) gained 12% at B=1 and 5% at
+# B=32 once its residual LayerNorms stayed unfused (vlexport.runtime.backends.onnxruntime.SLOW_CPU_FUSIONS)
+FUSE_MIN_MS = 5.0
 
 
 @dataclass
@@ -92,7 +93,10 @@ def choose_graph(raw: Path, simplified: Path, graph, axes, threads, rounds: int 
 
     sizes = {n: r.opt for n, r in axes.items()}
     feeds = graph.make_inputs(sizes, np.random.default_rng(0), pad=True)
-    sessions = {"raw": make_session(raw, threads), "simplified": make_session(simplified, threads)}
+    # no spinning: two sessions' thread pools share the cores, and one busy-waiting after its call slowed the
+    # other by up to 2x (trained-MiniLM VisualBERT at B=1: 11.1 and 12.3 ms spinning, 6.9 and 6.1 ms not)
+    sessions = {k: make_session(p, threads, allow_spinning=False)
+                for k, p in (("raw", raw), ("simplified", simplified))}
     first = []
     for s in sessions.values():
         t = time.perf_counter()

@@ -35,6 +35,7 @@ def fuse_for_ort(src: Path, dst: Path) -> dict:
     t0 = time.perf_counter()
     model = ir.load(str(src))
     model, stats = optimize_for_ort(model)
+    stats["skip_layer_normalization_undone"] = unfuse_skip_layernorm(model)
     tensors = [v.const_value for v in model.graph.initializers.values() if v.const_value is not None]
     # Weights that came from an external file must be written to one of dst's own: saved "as is" they would
     # keep naming src's data file, which does not exist beside dst.
@@ -45,3 +46,37 @@ def fuse_for_ort(src: Path, dst: Path) -> dict:
     ops = collections.Counter(n.op_type for n in model.graph.all_nodes() if n.op_type in FUSED_OPS)
     return {"fusions": {k: int(v) for k, v in stats.items() if v}, "ops": dict(ops),
             "seconds": round(time.perf_counter() - t0, 2), "onnxscript": onnxscript.__version__}
+
+
+def unfuse_skip_layernorm(model) -> int:
+    """Turn onnxscript's SkipLayerNormalization back into Add (+ the bias Add) + LayerNormalization, in place
+    (its CPU kernel is the slower: vlexport.runtime.backends.onnxruntime.SLOW_CPU_FUSIONS); returns how many. A node whose mean / inv_std_var outputs are used, or whose
+    outputs are graph outputs, is left as it is."""
+    import onnx_ir as ir
+    from onnx_ir.convenience import replace_all_uses_with
+
+    graph_outputs, count = set(map(id, model.graph.outputs)), 0
+    for node in list(model.graph):
+        if node.op_type != "SkipLayerNormalization" or node.domain != "com.microsoft":
+            continue
+        outs = list(node.outputs)
+        if any(len(list(o.uses())) for o in outs[1:3]) or any(id(o) in graph_outputs for o in outs):
+            continue
+        x, skip, gamma, beta, bias = (list(node.inputs) + [None] * 5)[:5]
+        eps = node.attributes["epsilon"].value if "epsilon" in node.attributes else 1e-12
+        new = [ir.node("Add", [x, skip])]
+        if bias is not None:  # ORT's input_skip_bias_sum is input + skip + bias
+            new.append(ir.node("Add", [new[-1].outputs[0], bias]))
+        total = new[-1].outputs[0]
+        new.append(ir.node("LayerNormalization", [total, gamma] + ([beta] if beta is not None else []),
+                           attributes={"axis": -1, "epsilon": float(eps)}))
+        for i, n in enumerate(new):  # names the saved graph can hold (unique: the fused node's own name)
+            n.name = f"{node.name}_unfused_{i}"
+            n.outputs[0].name = f"{outs[0].name}_unfused_{i}"
+        model.graph.insert_before(node, new)
+        replace_all_uses_with(outs[0], new[-1].outputs[0])
+        if len(outs) > 3:
+            replace_all_uses_with(outs[3], total)
+        model.graph.remove(node, safe=True)
+        count += 1
+    return count

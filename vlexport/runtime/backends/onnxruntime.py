@@ -11,6 +11,8 @@ pipeline's graphs can hand outputs to each other without a numpy round trip (`ke
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from vlexport._deps import require
@@ -21,8 +23,15 @@ ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor
              "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
 
+# ORT's own graph optimizations that make a CPU session slower (measured; make_session disables them):
+# SkipLayerNormFusion's kernel is 2-8x slower than the Add + LayerNormalization it replaces on ORT 1.32
+# (AMD EPYC with AVX-512, 2 threads: 1792x384 1.68 vs 0.21 ms, 1792x768 3.50 vs 0.62 ms, 56x768 0.110 vs
+# 0.027 ms); trained-MiniLM VisualBERT at B=32: 144.5 vs 160.8 ms per call, in one process)
+SLOW_CPU_FUSIONS = ("SkipLayerNormFusion",)
+
+
 def make_session(path, threads: int | None = None, providers=None, optimization: str = "all",
-                 allow_spinning: bool | None = None):
+                 allow_spinning: bool | None = None, optimized_model: Path | None = None):
     """An InferenceSession with our defaults; a graph that does not load is an ArtifactError.
 
     allow_spinning=False stops idle intra-op threads from busy-waiting after a call: slightly
@@ -36,10 +45,15 @@ def make_session(path, threads: int | None = None, providers=None, optimization:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    if optimized_model is not None:  # the graph ORT runs after its optimizations, written for inspection
+        so.optimized_model_filepath = str(optimized_model)
     if allow_spinning is not None:
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-    try:
-        return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
+    providers = providers or ["CPUExecutionProvider"]
+    cpu_only = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers)
+    try:  # ORT's fusions that measured slower on CPU are left out there (a GPU's kernels are others)
+        return ort.InferenceSession(str(path), so, providers=providers,
+                                    disabled_optimizers=list(SLOW_CPU_FUSIONS) if cpu_only else None)
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise ArtifactError(f"ONNX Runtime cannot load '{path}': {str(exc).splitlines()[0][:300]} "
                             f"(corrupted or incomplete file? rebuild the artifact)") from None
