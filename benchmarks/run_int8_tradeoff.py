@@ -7,9 +7,11 @@
 The model: VisualBERT-VQA with all-MiniLM-L6-v2's trained text side (384 wide, 6 layers; the public
 bert-base weights do not install offline), a random visual projection and an answer head trained as a linear
 probe on the embedded corpus (`vlexport.families.visual_bert.from_bert`). Inputs: corpus questions through the
-processor, 36 detector-like regions. One process, interleaved rounds, 2 threads: transformers eager, ORT fp32,
+processor, 36 detector-like regions. One process, interleaved rounds, 2 threads (ORT sessions without
+spinning: several share the cores): transformers eager, ORT fp32 (and the build's ORT-fused fp32 graph),
 ORT plain dynamic int8 (what `--int8` gave before the search), the build's gated int8, and ORT's static QDQ
-int8 (per-channel, calibrated on the corpus captions, MinMax and Percentile ranges), at B=1 (T=20, V=36)
+int8 (per-channel, calibrated on the corpus captions, MinMax and Percentile ranges), SmoothQuant-style smoothing
+before plain dynamic int8 (alpha 0.5 and 0.7, the ranges from the captions), at B=1 (T=20, V=36)
 and B=32. Accuracy of each against fp32 on every corpus question (worst-row cosine, top-1). Writes
 benchmarks/results/<date>-int8-tradeoff-cpu.{json,md,png}.
 """
@@ -82,6 +84,52 @@ def static_qdq(fp32: Path, tmp: Path, proc, captions: list, threads: int) -> dic
     return out
 
 
+def smoothquant(fp32: Path, tmp: Path, feeds: list, threads: int, alphas=(0.5, 0.7)) -> dict:
+    """SmoothQuant-style smoothing, then plain dynamic int8: per input channel j of every quantized MatMul,
+    s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) (X the activations on `feeds`, one s for all MatMuls sharing
+    an input), X / s as a Mul before them and s folded into their weight rows, so the activation outliers
+    move into the per-channel-quantized weights. Post-LN BERT's LayerNorm outputs also feed the residual, so
+    the Mul cannot fold into LayerNorm. {runner name: path}."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from vlexport.export.int8_search import candidates, capture_inputs
+    from vlexport.export.quantize import quantize_int8
+
+    nodes = candidates(onnx.load(str(fp32)))
+    acts = capture_inputs(onnx.load(str(fp32)), nodes, feeds, threads)
+    groups = {}
+    for nd in nodes:
+        groups.setdefault(nd["input"], []).append(nd)
+    out = {}
+    for alpha in alphas:
+        model = onnx.load(str(fp32))
+        inits, by_name = {t.name: t for t in model.graph.initializer}, {n.name: n for n in model.graph.node}
+        muls = {}
+        for x, nds in groups.items():
+            w = {nd["weight"]: numpy_helper.to_array(inits[nd["weight"]]).astype(np.float32) for nd in nds}
+            rows = [(w[nd["weight"]].T if nd["transposed"] else w[nd["weight"]]) for nd in nds]  # (K, N) each
+            xmax = np.max([np.abs(a.reshape(-1, a.shape[-1])).max(0) for a in acts[nds[0]["name"]]], axis=0)
+            wmax = np.max([np.abs(r).max(1) for r in rows], axis=0)
+            sc = (np.maximum(xmax, 1e-5) ** alpha / np.maximum(wmax, 1e-5) ** (1 - alpha)).astype(np.float32)
+            for nd in nds:
+                scaled = w[nd["weight"]] * (sc[None, :] if nd["transposed"] else sc[:, None])
+                inits[nd["weight"]].CopyFrom(numpy_helper.from_array(scaled, nd["weight"]))
+                by_name[nd["name"]].input[0] = x + ".smoothed"
+            model.graph.initializer.append(numpy_helper.from_array(1.0 / sc, x + ".smooth"))
+            muls[x] = helper.make_node("Mul", [x, x + ".smooth"], [x + ".smoothed"], name=x + ".smooth_mul")
+        order = [muls[x] for x in muls if x in {i.name for i in model.graph.input}]  # then each after its producer
+        for n in model.graph.node:
+            order += [n] + [muls[o] for o in n.output if o in muls]
+        del model.graph.node[:]
+        model.graph.node.extend(order)
+        path = tmp / f"smooth-{alpha}.onnx"
+        onnx.save(model, str(path))
+        quantize_int8(path, tmp / f"smooth-{alpha}.int8.onnx")
+        out[f"ort-int8-smoothquant-a{alpha}"] = tmp / f"smooth-{alpha}.int8.onnx"
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifact", type=Path)
@@ -115,7 +163,7 @@ def main(argv=None):
     quantize_int8(art / "model.onnx", tmp / "plain.int8.onnx")  # the plain dynamic graph, for comparison
 
     def ort(path):
-        s = make_session(path, a.threads)
+        s = make_session(path, a.threads, allow_spinning=False)  # several sessions share the cores
         names = [o.name for o in s.get_outputs()]
         return lambda f: s.run(names, f)[0]
 
@@ -130,7 +178,12 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     feats = calibration.detector_features(rng, (len(questions), 36), 2048)
     static = static_qdq(art / "model.onnx", tmp, proc, calibration.texts("captions"), a.threads)
-    runners = {"transformers": eager, "ort-fp32": ort(art / "model.onnx"),
+    caps = calibration.texts("captions")[:32]
+    calib = [feeds_for(proc, caps[i:i + 4], calibration.detector_features(rng, (len(caps[i:i + 4]), 36), 2048), 20)
+             for i in range(0, len(caps), 4)]
+    static.update(smoothquant(art / "model.onnx", tmp, calib, a.threads))
+    fused = {"ort-fp32-fused": ort(art / "model.ort.onnx")} if (art / "model.ort.onnx").is_file() else {}
+    runners = {"transformers": eager, "ort-fp32": ort(art / "model.onnx"), **fused,
                "ort-int8-plain": ort(tmp / "plain.int8.onnx"), "ort-int8-gated": ort(art / "model.int8.onnx"),
                **{name: ort(path) for name, path in static.items()}}
 

@@ -44,7 +44,7 @@ class Graph:
     def __init__(self, path: Path, dims, embed: np.ndarray, threads: int):
         from vlexport.runtime.backends.onnxruntime import make_session
 
-        self.s, self.dims, self.embed = make_session(str(path), threads=threads), dims, embed
+        self.s, self.dims, self.embed = make_session(str(path), threads=threads, allow_spinning=False), dims, embed
 
     def feeds(self, ids, past: int, capacity: int):
         d, T = self.dims, len(ids)

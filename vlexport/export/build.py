@@ -316,8 +316,8 @@ def _build_companion(opts: BuildOptions, family, config, stage: Path, st: Stages
 
 
 def _fused_graph(graph, module, stage: Path, scratch: Path, entry: dict, axes, opts: BuildOptions, st: Stages):
-    """The ORT-fused copy of the fp32 graph (MultiHeadAttention, SkipLayerNormalization, BiasGelu), validated
-    against PyTorch on the fp32 shape grid and kept only when faster (`--fuse always`: when valid)."""
+    """The ORT-fused copy of the fp32 graph (MultiHeadAttention, BiasGelu; residual LayerNorms left unfused),
+    validated against PyTorch on the fp32 shape grid and kept only when faster (`--fuse always`: when valid)."""
     from vlexport.errors import ValidationError
     from vlexport.export.fuse import fuse_for_ort
     from vlexport.export.validate import shape_grid, torch_reference, validate_graph
@@ -331,7 +331,7 @@ def _fused_graph(graph, module, stage: Path, scratch: Path, entry: dict, axes, o
             st.note(f"not fused: {plain_ms} ms per call at the opt shape (< {FUSE_MIN_MS} ms, where fusion cannot "
                     f"gain the 0.5 ms it must; --fuse always to fuse anyway)")
         return
-    with st.stage(f"Fusing '{graph.name}' for ONNX Runtime (attention, SkipLayerNorm, BiasGelu) and validating on "
+    with st.stage(f"Fusing '{graph.name}' for ONNX Runtime (attention, BiasGelu) and validating on "
                   f"{n} unseen shapes", steps=n) as adv:
         fused = scratch / graph.name / "fused" / f"{stem}.ort.onnx"
         facts = fuse_for_ort(stage / f"{stem}.onnx", fused)

@@ -7,7 +7,9 @@ from __future__ import annotations
 def ort_runner(path, threads):
     from vlexport.runtime.backends.onnxruntime import cast_feeds, fp16_inputs, make_session
 
-    sess = make_session(path, threads)
+    # no spinning: a build holds several sessions at once (every graph's fp32 runner, the candidates it times
+    # beside them), and one busy-waiting after its call slows the next (vlexport.export.build.choose_graph)
+    sess = make_session(path, threads, allow_spinning=False)
     names = [o.name for o in sess.get_outputs()]
     fp16 = fp16_inputs(sess)  # fp16-I/O graphs (a KV cache) take the same fp32 validation inputs
     return lambda feeds: dict(zip(names, sess.run(names, cast_feeds(feeds, fp16))))

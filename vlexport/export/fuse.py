@@ -1,10 +1,12 @@
-"""ONNX Runtime's fused kernels for dynamo-exported graphs: attention, SkipLayerNormalization, BiasGelu.
+"""ONNX Runtime's fused kernels for dynamo-exported graphs: attention and BiasGelu.
 
 ORT's own transformer optimizer did not match our dynamo graphs' attention, and its BERT fusion assumes
 right-only padding (REFERENCE.md §3: VisualBERT's [text | regions] mask gave wrong logits). onnxscript's
 rewriter (`onnxscript.rewriter.ort_fusions`) is written for dynamo graphs: it matches scaled-dot-product
 attention with an additive mask as `MultiHeadAttention` taking the mask as an attention bias (any padding
-layout), residual Add + LayerNorm as `SkipLayerNormalization`, and Add + erf-GELU as `BiasGelu`.
+layout), residual Add + LayerNorm as `SkipLayerNormalization`, and Add + erf-GELU as `BiasGelu`. The
+SkipLayerNormalization nodes are then turned back into Add + LayerNormalization: on CPU that kernel measured
+2-8x slower than the pair (vlexport.runtime.backends.onnxruntime.SLOW_CPU_FUSIONS).
 
 The fused graph is ONNX Runtime's only (com.microsoft ops: TensorRT cannot parse them); the artifact keeps
 the plain fp32 graph for everything else (fp16 conversion, quantization, TensorRT). The build validates the
@@ -50,8 +52,8 @@ def fuse_for_ort(src: Path, dst: Path) -> dict:
 
 def unfuse_skip_layernorm(model) -> int:
     """Turn onnxscript's SkipLayerNormalization back into Add (+ the bias Add) + LayerNormalization, in place
-    (its CPU kernel is the slower: vlexport.runtime.backends.onnxruntime.SLOW_CPU_FUSIONS); returns how many. A node whose mean / inv_std_var outputs are used, or whose
-    outputs are graph outputs, is left as it is."""
+    (its CPU kernel is the slower: vlexport.runtime.backends.onnxruntime.SLOW_CPU_FUSIONS); returns how many.
+    A node whose mean / inv_std_var outputs are used, or whose outputs are graph outputs, is left as it is."""
     import onnx_ir as ir
     from onnx_ir.convenience import replace_all_uses_with
 
