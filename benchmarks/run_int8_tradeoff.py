@@ -11,7 +11,8 @@ processor, 36 detector-like regions. One process, interleaved rounds, 2 threads 
 spinning: several share the cores): transformers eager, ORT fp32 (and the build's ORT-fused fp32 graph),
 ORT plain dynamic int8 (what `--int8` gave before the search), the build's gated int8, and ORT's static QDQ
 int8 (per-channel, calibrated on the corpus captions, MinMax and Percentile ranges), SmoothQuant-style smoothing
-before plain dynamic int8 (alpha 0.5 and 0.7, the ranges from the captions), at B=1 (T=20, V=36)
+before plain dynamic int8 (alpha 0.5 and 0.7, the ranges from the captions), per-token activation scales with
+smoothing (vlexport.export.per_token; alone and with 4 MatMuls kept fp32), at B=1 (T=20, V=36)
 and B=32. Accuracy of each against fp32 on every corpus question (worst-row cosine, top-1). Writes
 benchmarks/results/<date>-int8-tradeoff-cpu.{json,md,png}.
 """
@@ -130,6 +131,23 @@ def smoothquant(fp32: Path, tmp: Path, feeds: list, threads: int, alphas=(0.5, 0
     return out
 
 
+def per_token(fp32: Path, tmp: Path, feeds: list, threads: int, fp32_kept=(0, 4)) -> dict:
+    """Per-token activation scales with smoothing (vlexport.export.per_token) before plain dynamic int8, alone
+    and with the k MatMuls of the largest simulated int8 error (on the rewritten graph) kept fp32."""
+    from vlexport.export.int8_search import sensitivity
+    from vlexport.export.per_token import per_token_graph
+    from vlexport.export.quantize import quantize_int8
+
+    per_token_graph(fp32, tmp / "per-token.onnx", feeds, threads=threads)
+    ranked = [r["name"] for r in sensitivity(tmp / "per-token.onnx", feeds, threads=threads)]
+    out = {}
+    for k in fp32_kept:
+        path = tmp / f"per-token-{k}.int8.onnx"
+        quantize_int8(tmp / "per-token.onnx", path, nodes_to_exclude=ranked[:k])
+        out["ort-int8-per-token" + (f"+{k}fp32" if k else "")] = path
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifact", type=Path)
@@ -182,6 +200,7 @@ def main(argv=None):
     calib = [feeds_for(proc, caps[i:i + 4], calibration.detector_features(rng, (len(caps[i:i + 4]), 36), 2048), 20)
              for i in range(0, len(caps), 4)]
     static.update(smoothquant(art / "model.onnx", tmp, calib, a.threads))
+    static.update(per_token(art / "model.onnx", tmp, calib, a.threads))
     fused = {"ort-fp32-fused": ort(art / "model.ort.onnx")} if (art / "model.ort.onnx").is_file() else {}
     runners = {"transformers": eager, "ort-fp32": ort(art / "model.onnx"), **fused,
                "ort-int8-plain": ort(tmp / "plain.int8.onnx"), "ort-int8-gated": ort(art / "model.int8.onnx"),

@@ -87,20 +87,27 @@ def manifest_tables(m: dict) -> list:
         tables.append(t)
 
         search = ((g.get("onnx") or {}).get("int8") or {}).get("search") or {}
+        per_token = search.get("base") == "per_token"
         if search.get("nodes"):
+            how = ("per-token activation scales chosen, these kept fp32" if per_token else
+                   f"{search.get('fallback')} chosen for the most sensitive")
             t = Table(title=Text(f"graph '{gname}': int8 nodes not on the plain dynamic kernel (plain int8 missed "
-                                 f"the gate; {search.get('fallback')} chosen for the most sensitive)"))
+                                 f"the gate; {how})"))
             for col in ("node", "runs as", "simulated int8 error", "input outlier ratio"):
                 t.add_column(col)
             for n in search["nodes"]:
                 t.add_row(T(n["name"]), T(n["as"]), T(_fmt(n.get("rel_error"))), T(_fmt(n.get("outlier_ratio"))))
             tables.append(t)
-            t = Table(title=Text(f"graph '{gname}': int8 trade-off (every candidate tried, opt shape, batch 1)"))
-            for col in ("accurate int8", "fp32", "worst row cosine", "top-1", "speed vs fp32", "passed"):
+        if len(search.get("trials", [])) > 1:  # plain int8 missed: the candidates the search tried
+            base = "per-token activations" if per_token else "per-call activations"
+            t = Table(title=Text(f"graph '{gname}': int8 trade-off (every candidate tried, opt shape, batch 1; "
+                                 f"chosen: {base})"))
+            for col in ("activations", "accurate int8", "fp32", "worst row cosine", "top-1", "speed vs fp32", "passed"):
                 t.add_column(col)
-            for r in search.get("trials", []):
+            for r in search["trials"]:
                 speed = r["fp32_ms_at_opt_b1"] / r["ms_at_opt_b1"] if r.get("ms_at_opt_b1") else None
-                t.add_row(T(r.get("accurate_int8")), T(r.get("fp32")), T(_fmt(r.get("min_cosine"))),
+                t.add_row(T("per token" if r.get("base") == "per_token" else "per call"), T(r.get("accurate_int8")),
+                          T(r.get("fp32")), T(_fmt(r.get("min_cosine"))),
                           T(", ".join(_fmt(x) for x in (r.get("top1") or {}).values())),
                           T(f"{speed:.2f}x" if speed else ""), T(r.get("passed")))
             tables.append(t)

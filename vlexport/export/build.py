@@ -406,7 +406,7 @@ def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOpt
         entry["onnx"]["int8"] = onnx_entry(stage, f"{stem}.int8.onnx", **(facts or {}))
         entry["validation"]["int8"] = rep
         st.note(precision_note("int8", rep))
-        if facts["search"]["nodes"]:
+        if facts["search"]["nodes"] or facts["search"]["base"] != "plain":
             st.note(tradeoff_note(facts["search"]))
 
     if opts.fp16:

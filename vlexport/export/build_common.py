@@ -79,8 +79,10 @@ def simplify_note(simp: dict) -> str:
 def tradeoff_note(search: dict) -> str:
     rows = []
     for t in search["trials"]:
-        what = f"{t['accurate_int8']} accurate-int8 + {t['fp32']} fp32 nodes" if t["accurate_int8"] or t["fp32"] \
-            else "plain int8"
+        base = "per-token int8" if t.get("base") == "per_token" else "plain int8"
+        what = (f"{base} + {t['fp32']} fp32 nodes" if t.get("base") == "per_token" and t["fp32"] else
+                f"{t['accurate_int8']} accurate-int8 + {t['fp32']} fp32 nodes" if t["accurate_int8"] or t["fp32"]
+                else base)
         cos = f"{t['min_cosine']:.4f}" if t["min_cosine"] is not None else "-"
         top1 = ", ".join(f"{v:.3f}" for v in (t["top1"] or {}).values()) or "-"
         speed = (f"{t['fp32_ms_at_opt_b1'] / t['ms_at_opt_b1']:.2f}x fp32 speed" if t["ms_at_opt_b1"]
@@ -88,4 +90,6 @@ def tradeoff_note(search: dict) -> str:
         sets = f", {t['validation_sets']} validation sets" if t.get("validation_sets", 1) > 1 else ""
         rows.append(f"{what}: worst cosine {cos}, top-1 {top1}, {speed}{sets}{' (passes)' if t['passed'] else ''}")
     kept = ", ".join(f"{n['name']} ({n['as']}, simulated error {n['rel_error']:.3f})" for n in search["nodes"])
-    return "int8 trade-off at the opt shape, batch 1:\n  " + "\n  ".join(rows) + f"\n  chosen: {kept}"
+    base = "per-token activations" if search.get("base") == "per_token" else "per-call activations"
+    return ("int8 trade-off at the opt shape, batch 1:\n  " + "\n  ".join(rows)
+            + f"\n  chosen: {base}" + (f"; {kept}" if kept else ""))

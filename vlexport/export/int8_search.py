@@ -1,16 +1,19 @@
-"""Accuracy-aware int8: when the fully quantized graph misses its gate, keep the fewest MatMuls in fp32
-that make it pass.
+"""Accuracy-aware int8: when the fully quantized graph misses its gate, find the fastest fix that passes.
 
-1. Sensitivity, cheaply: one run of the fp32 graph on calibration inputs records the activation entering
-   every quantizable MatMul; each node's int8 error is then simulated in numpy exactly as ONNX Runtime's
-   dynamic quantization computes it (activations: uint8, asymmetric, one range per call; weights: int8,
-   symmetric, per output channel) and measured as the relative error of that node's output. Nodes whose
-   input carries outlier channels (a trained transformer's LayerNorm outputs) rank first.
-2. Search: quantize with the k most sensitive nodes kept fp32, for k = 0, 1, 2, 4, ... until the gate
-   passes on the search inputs, then bisect down to the smallest passing k. Every candidate is a real
-   quantized graph run by ONNX Runtime; the simulation only orders the nodes.
-3. The caller validates the chosen graph on the full validation set (the build gate), and records the
-   trade-off (every candidate tried: kept nodes, worst cosine, top-1, time per call).
+1. Plain dynamic int8 (ORT's quantize_dynamic: one activation range per call).
+2. Per-token activation scales with SmoothQuant-style smoothing (vlexport.export.per_token), the same fast
+   MatMulInteger kernel: then the fewest most-sensitive MatMuls kept fp32 (up to half of them).
+3. Plain int8 with the fewest most-sensitive MatMuls on the accurate block-wise kernel (MatMulNBits, 8-bit),
+   or, if even all of them there miss, kept fp32.
+
+Sensitivity, cheaply: one run of the fp32 graph (or its per-token rewrite) on calibration inputs records the
+activation entering every quantizable MatMul; each node's int8 error is then simulated in numpy exactly as
+ONNX Runtime's dynamic quantization computes it (activations: uint8, asymmetric, one range per call;
+weights: int8, symmetric, per output channel) and measured as the relative error of that node's output.
+Search: k = 0, 1, 2, 4, ... until the gate passes, then bisect down to the smallest passing k. Every
+candidate is a real quantized graph run by ONNX Runtime on the whole validation set; the simulation only
+orders the nodes. The chosen graph is checked on held-out sets, and the trade-off (every candidate: its
+activations, kept nodes, worst cosine, top-1, time per call) is recorded.
 """
 
 from __future__ import annotations
@@ -190,35 +193,58 @@ def _ms_per_call(run, feeds, runs: int = 10) -> float:
 HOLDOUT_ROUNDS = 2  # held-out validation sets the chosen int8 graph is checked on, at most
 
 
-def _search_round(trial, name, fp32_path, axes, make_inputs, threads, note, ranked):
-    """One search: plain int8, else the fewest most-sensitive MatMuls on the accurate kernel, else kept fp32.
-    Returns ((accurate nodes, fp32 nodes), ranked, fallback, trials); `ranked` is computed once and reused."""
+PER_TOKEN_MAX_FP32_SHARE = 0.5  # of the MatMuls the per-token search may keep fp32 (beyond it: the plain search)
+
+
+def _search_round(trial, name, axes, make_inputs, threads, note, state):
+    """One search: plain int8; else per-token int8 (vlexport.export.per_token) with the fewest most-sensitive
+    MatMuls kept fp32 (up to PER_TOKEN_MAX_FP32_SHARE); else plain int8 with the fewest most-sensitive MatMuls
+    on the accurate (block-wise) kernel, or kept fp32. Per-token comes before the accurate kernel because it
+    keeps MatMulInteger's speed (trained MiniLM VisualBERT at B=32: 3.1x transformers eager, where the
+    accurate kernel's graph ran at fp32's 2.0x). Returns ((base, accurate nodes, fp32 nodes), fallback,
+    trials); `state` holds what is computed once (the rankings, the per-token graph) across rounds."""
     from vlexport.errors import ValidationError
 
-    plain = trial([], [])
+    plain = trial("plain", [], [])
     trials = [{**plain, "k": 0}]
     if plain["passed"]:
-        return ([], []), ranked, None, trials
-    note(f"plain int8 misses the gate ({plain['failed']}); ranking MatMuls by simulated int8 error")
-    if not ranked:
-        rng = np.random.default_rng(11)
-        calib = [make_inputs(_opt_sizes(axes, 8), rng, True) for _ in range(4)]
-        ranked = sensitivity(fp32_path, calib, threads=threads)
-    ops = {r["name"]: r["op_type"] for r in ranked}
-    names = [r["name"] for r in ranked]
+        return ("plain", [], []), None, trials
+    note(f"plain int8 misses the gate ({plain['failed']}); trying per-token activation scales, then ranking MatMuls "
+         f"by simulated int8 error")
+    rng = np.random.default_rng(11)
+    if "calib" not in state:
+        state["calib"] = [make_inputs(_opt_sizes(axes, 8), rng, True) for _ in range(4)]
+    if "per_token" not in state:
+        from vlexport.export.per_token import per_token_graph
+
+        state["per_token_facts"] = per_token_graph(state["paths"]["plain"], state["paths"]["per_token"],
+                                                   state["calib"], threads=threads)
+        state["per_token"] = sensitivity(state["paths"]["per_token"], state["calib"], threads=threads)
+    names = [r["name"] for r in state["per_token"]]
+    start = trial("per_token", [], [])
+    trials.append({**start, "k": 0})
+    k, tried = search(names, lambda k: trial("per_token", [], names[:k]),
+                      n_max=int(len(names) * PER_TOKEN_MAX_FP32_SHARE), known={0: start})
+    trials += tried
+    if k is not None:
+        return ("per_token", [], names[:k]), "per_token", trials
+    if "plain" not in state:
+        state["plain"] = sensitivity(state["paths"]["plain"], state["calib"], threads=threads)
+    ops = {r["name"]: r["op_type"] for r in state["plain"]}
+    names = [r["name"] for r in state["plain"]]
     for fallback in ("accurate_int8", "fp32"):
         def split(k, fb=fallback):
             # accurate_int8: the k most sensitive nodes on the accurate kernel, the rest plain dynamic int8;
             # fp32: every node on the accurate kernel except the k most sensitive, kept fp32
             top, rest = (names[:k], []) if fb == "accurate_int8" else (names[k:], names[:k])
-            return ([n for n in top if ops.get(n) == "MatMul"],
+            return ("plain", [n for n in top if ops.get(n) == "MatMul"],
                     rest + [n for n in top if ops.get(n) != "MatMul"])  # Gemm has no accurate kernel
 
         known = {0: plain} if fallback == "accurate_int8" else {0: trials[-1]}  # k=0 here: all accurate
         k, tried = search(names, lambda k: trial(*split(k)), known=known)
         trials += tried
         if k is not None:
-            return split(k), ranked, fallback, trials
+            return split(k), fallback, trials
     raise ValidationError(f"the int8 '{name}' graph misses the gate even with every MatMul kept fp32 "
                           f"({trials[-1]['failed']}); build without --int8")
 
@@ -226,15 +252,18 @@ def _search_round(trial, name, fp32_path, axes, make_inputs, threads, note, rank
 def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference, gate: dict, *, runner,
                    samples: int, seen: dict, threads=None, make_inputs=None, keep_weight_shapes=(),
                    progress=None, note=print) -> tuple[dict, dict]:
-    """The int8 graph of `fp32_path` that passes `gate`, with the fewest sensitive MatMuls given the accurate
-    (block-wise) int8 kernel, or failing that kept fp32. Returns (quantizer facts + "search", validation
-    report); raises ValidationError when nothing passes. `runner(path)` -> a feeds -> outputs callable;
-    `make_inputs` (sizes, rng, pad) -> feeds: realistic inputs where the family has them.
+    """The int8 graph of `fp32_path` that passes `gate`: plain dynamic int8, else per-token activation scales
+    with the fewest sensitive MatMuls kept fp32, else the fewest sensitive MatMuls on the accurate
+    (block-wise) kernel, or failing that kept fp32 (see _search_round). Returns (quantizer facts + "search",
+    validation report); raises ValidationError when nothing passes. `runner(path)` -> a feeds -> outputs
+    callable; `make_inputs` (sizes, rng, pad) -> feeds: realistic inputs where the family has them.
 
     The search chooses on the build's validation set; the chosen graph is then checked on a held-out set of
     the same kind (HOLDOUT_ROUNDS of them at most). A graph that passes only the inputs it was chosen on
     would be a worst-row figure fitted to those inputs: when the held-out set misses, it joins the sets every
     candidate must pass and the search runs again."""
+    import tempfile
+
     from vlexport.errors import ValidationError
     from vlexport.export.quantize import quantize_int8
     from vlexport.export.validate import validate_precision
@@ -244,6 +273,13 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
     opt_feeds = make_inputs(_opt_sizes(axes, 1), np.random.default_rng(7), True)
     last, checked, timed_ms = {}, {}, {}
     seeds = [0]  # the validation sets every candidate must pass: 0 the build's, then held-out ones that missed
+    scratch = tempfile.TemporaryDirectory(prefix="vlexport-int8-")  # the per-token fp32 graph, while searching
+    state = {"paths": {"plain": Path(fp32_path), "per_token": Path(scratch.name) / "per_token.onnx"}}
+
+    def write(key):
+        base, accurate, kept = key
+        return quantize_int8(state["paths"][base], out_path, nodes_to_exclude=kept, accurate_nodes=accurate,
+                             keep_weight_shapes=keep_weight_shapes)
 
     def check(key, run, seed):
         """(passed, why, report) of candidate `key` on validation set `seed`, measured once."""
@@ -257,10 +293,9 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
                 checked[key, seed] = (False, str(exc).split(": ", 1)[-1], getattr(exc, "report", None))
         return checked[key, seed]
 
-    def trial(accurate, kept):
-        key = (tuple(accurate), tuple(kept))
-        facts = quantize_int8(fp32_path, out_path, nodes_to_exclude=kept, accurate_nodes=accurate,
-                              keep_weight_shapes=keep_weight_shapes)
+    def trial(base, accurate, kept):
+        key = (base, tuple(accurate), tuple(kept))
+        facts = write(key)
         run = runner(out_path)
         # every trial on the build's whole validation set (and the held-out sets that missed before): the
         # chosen trial's report is the gate's (screening on 30 samples first was tried: most candidates passed
@@ -274,45 +309,40 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
         last.update(key=key, facts=facts)
         if progress:
             progress()
-        timed = not (passed and not accurate and not kept)  # a plain graph that passes needs no trade-off
+        timed = key != ("plain", (), ()) or not passed  # a plain graph that passes needs no trade-off
         if timed and key not in timed_ms:
             # fp32 beside each candidate: a loaded machine drifts
             timed_ms[key] = (_ms_per_call(run, opt_feeds), _ms_per_call(reference, opt_feeds))
         ms, fp32_ms = timed_ms.get(key, (None, None))
-        return {"passed": passed, "accurate_int8": len(accurate), "fp32": len(kept), "failed": why or None,
-                "min_cosine": rep["min_cosine"] if rep else None,
+        return {"passed": passed, "base": base, "accurate_int8": len(accurate), "fp32": len(kept),
+                "failed": why or None, "min_cosine": rep["min_cosine"] if rep else None,
                 "top1": rep["top1_agreement"] if rep else None, "validation_sets": len(results),
                 "ms_at_opt_b1": ms, "fp32_ms_at_opt_b1": fp32_ms}
 
-    ranked, fallback, trials, holdout = [], None, [], []
-    for round_ in range(HOLDOUT_ROUNDS + 1):
-        chosen, ranked, fallback, tried = _search_round(trial, graph.name, fp32_path, axes, make_inputs, threads,
-                                                        note, ranked)
-        trials += tried
-        key = (tuple(chosen[0]), tuple(chosen[1]))
-        if round_ == HOLDOUT_ROUNDS:  # chosen on every held-out set so far; none left to check it on
-            note(f"the int8 graph passes the build's and {len(seeds) - 1} held-out validation sets; no fresh "
-                 f"set is left to check it on")
-            break
-        if last["key"] != key:  # a failing trial came last: write the chosen graph again
-            last.update(key=key, facts=quantize_int8(fp32_path, out_path, nodes_to_exclude=chosen[1],
-                                                     accurate_nodes=chosen[0], keep_weight_shapes=keep_weight_shapes))
-        seed = round_ + 1
-        passed, why, rep = check(key, runner(out_path), seed)
-        holdout.append({"seed": seed, "passed": passed, "min_cosine": rep["min_cosine"] if rep else None,
-                        "top1": rep["top1_agreement"] if rep else None, "failed": why or None})
-        if passed:
-            break
-        note(f"the chosen int8 graph misses the gate on held-out inputs ({why}); searching again, with them "
-             f"added to the inputs every candidate must pass")
-        seeds.append(seed)
-    chosen_accurate, chosen_fp32 = chosen
-    key = (tuple(chosen_accurate), tuple(chosen_fp32))
-    if last["key"] != key:  # a failing trial came last (the final round has no held-out check): write it again
-        facts = quantize_int8(fp32_path, out_path, nodes_to_exclude=chosen_fp32, accurate_nodes=chosen_accurate,
-                              keep_weight_shapes=keep_weight_shapes)
-    else:
-        facts = last["facts"]
+    fallback, trials, holdout = None, [], []
+    with scratch:
+        for round_ in range(HOLDOUT_ROUNDS + 1):
+            chosen, fallback, tried = _search_round(trial, graph.name, axes, make_inputs, threads, note, state)
+            trials += tried
+            key = (chosen[0], tuple(chosen[1]), tuple(chosen[2]))
+            if round_ == HOLDOUT_ROUNDS:  # chosen on every held-out set so far; none left to check it on
+                note(f"the int8 graph passes the build's and {len(seeds) - 1} held-out validation sets; no fresh "
+                     f"set is left to check it on")
+                break
+            if last["key"] != key:  # a failing trial came last: write the chosen graph again
+                last.update(key=key, facts=write(key))
+            seed = round_ + 1
+            passed, why, rep = check(key, runner(out_path), seed)
+            holdout.append({"seed": seed, "passed": passed, "min_cosine": rep["min_cosine"] if rep else None,
+                            "top1": rep["top1_agreement"] if rep else None, "failed": why or None})
+            if passed:
+                break
+            note(f"the chosen int8 graph misses the gate on held-out inputs ({why}); searching again, with them "
+                 f"added to the inputs every candidate must pass")
+            seeds.append(seed)
+        # a failing trial came last (the final round has no held-out check): write the chosen graph again
+        facts = write(key) if last["key"] != key else last["facts"]
+    base, chosen_accurate, chosen_fp32 = chosen
     run, rep = runner(out_path), checked[key, 0][2]
     rep["held_out"] = holdout
     if make_inputs is not graph.make_inputs:  # random token ids: a stress case, reported
@@ -320,11 +350,17 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
                                     n_samples=STRESS_SAMPLES, seen=seen, min_cosine=-1.0, min_top1=None,
                                     min_top5=None)
         rep["stress_random_inputs"] = {k: stress[k] for k in ("cases", "min_cosine", "top1_agreement", "nonfinite")}
+    ranked = state.get(base) or []
     why = {r["name"]: r for r in ranked}
+    facts["activations"] = "per-token, smoothed (vlexport.export.per_token)" if base == "per_token" else "per call"
+    if base == "per_token":
+        facts["per_token"] = state["per_token_facts"]
     facts["search"] = {
-        "rule": "fewest most-sensitive MatMuls (simulated int8 output error on calibration inputs) moved to the "
+        "rule": "plain dynamic int8; else per-token activation scales with the fewest most-sensitive MatMuls "
+                "(simulated int8 output error on calibration inputs) kept fp32; else the fewest moved to the "
                 "accurate block-wise int8 kernel, else kept fp32, until the gate passes",
-        "fallback": fallback if ranked else None,
+        "base": base,
+        "fallback": fallback,
         "trials": trials,
         "held_out": holdout,
         "nodes": [{"name": n, "as": "accurate_int8" if n in chosen_accurate else "fp32",
