@@ -86,46 +86,17 @@ def static_qdq(fp32: Path, tmp: Path, proc, captions: list, threads: int) -> dic
 
 
 def smoothquant(fp32: Path, tmp: Path, feeds: list, threads: int, alphas=(0.5, 0.7)) -> dict:
-    """SmoothQuant-style smoothing, then plain dynamic int8: per input channel j of every quantized MatMul,
-    s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) (X the activations on `feeds`, one s for all MatMuls sharing
-    an input), X / s as a Mul before them and s folded into their weight rows, so the activation outliers
-    move into the per-channel-quantized weights. Post-LN BERT's LayerNorm outputs also feed the residual, so
-    the Mul cannot fold into LayerNorm. {runner name: path}."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    from vlexport.export.int8_search import candidates, capture_inputs
+    """SmoothQuant-style smoothing alone, then plain dynamic int8 (vlexport.export.per_token with tokens=False:
+    per input channel j, s_j = max|X_j|^alpha / max|W_j|^(1 - alpha), X / s as a Mul before the MatMuls and s
+    folded into their weight rows). Post-LN BERT's LayerNorm outputs also feed the residual, so the Mul cannot
+    fold into LayerNorm. {runner name: path}."""
+    from vlexport.export.per_token import per_token_graph
     from vlexport.export.quantize import quantize_int8
 
-    nodes = candidates(onnx.load(str(fp32)))
-    acts = capture_inputs(onnx.load(str(fp32)), nodes, feeds, threads)
-    groups = {}
-    for nd in nodes:
-        groups.setdefault(nd["input"], []).append(nd)
     out = {}
     for alpha in alphas:
-        model = onnx.load(str(fp32))
-        inits, by_name = {t.name: t for t in model.graph.initializer}, {n.name: n for n in model.graph.node}
-        muls = {}
-        for x, nds in groups.items():
-            w = {nd["weight"]: numpy_helper.to_array(inits[nd["weight"]]).astype(np.float32) for nd in nds}
-            rows = [(w[nd["weight"]].T if nd["transposed"] else w[nd["weight"]]) for nd in nds]  # (K, N) each
-            xmax = np.max([np.abs(a.reshape(-1, a.shape[-1])).max(0) for a in acts[nds[0]["name"]]], axis=0)
-            wmax = np.max([np.abs(r).max(1) for r in rows], axis=0)
-            sc = (np.maximum(xmax, 1e-5) ** alpha / np.maximum(wmax, 1e-5) ** (1 - alpha)).astype(np.float32)
-            for nd in nds:
-                scaled = w[nd["weight"]] * (sc[None, :] if nd["transposed"] else sc[:, None])
-                inits[nd["weight"]].CopyFrom(numpy_helper.from_array(scaled, nd["weight"]))
-                by_name[nd["name"]].input[0] = x + ".smoothed"
-            model.graph.initializer.append(numpy_helper.from_array(1.0 / sc, x + ".smooth"))
-            muls[x] = helper.make_node("Mul", [x, x + ".smooth"], [x + ".smoothed"], name=x + ".smooth_mul")
-        order = [muls[x] for x in muls if x in {i.name for i in model.graph.input}]  # then each after its producer
-        for n in model.graph.node:
-            order += [n] + [muls[o] for o in n.output if o in muls]
-        del model.graph.node[:]
-        model.graph.node.extend(order)
         path = tmp / f"smooth-{alpha}.onnx"
-        onnx.save(model, str(path))
+        per_token_graph(fp32, path, feeds, alpha=alpha, threads=threads, tokens=False)
         quantize_int8(path, tmp / f"smooth-{alpha}.int8.onnx")
         out[f"ort-int8-smoothquant-a{alpha}"] = tmp / f"smooth-{alpha}.int8.onnx"
     return out

@@ -253,6 +253,12 @@ def test_per_token_rewrite_is_exact_in_fp32_and_fits_outlier_tokens_and_channels
         assert all(np.isfinite(g).all() for g in got)
         errors[k] = max(float(np.linalg.norm(g - e) / np.linalg.norm(e)) for g, e in zip(got, exact))
     assert errors["per_token"] < errors["plain"] / 3, errors
+    # tokens=False: the smoothing alone (one Mul before the MatMuls), exact in fp32 too
+    per_token_graph(src, tmp_path / "smooth.onnx", [inputs(s) for s in range(3)], tokens=False)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "smooth.onnx")).graph.node]
+    assert ops.count("Mul") == 1 and "ReduceMax" not in ops
+    for a, b in zip(exact, make_session(tmp_path / "smooth.onnx", 1).run(None, feeds)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
 
 
 def test_per_token_int8_on_trained_weights_beats_plain_int8(int8_artifact, tmp_path):

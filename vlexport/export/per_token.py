@@ -28,11 +28,12 @@ ALPHA = 0.5  # SmoothQuant's migration strength (0: no smoothing)
 
 
 def per_token_graph(src: Path, dst: Path, feeds_list, alpha: float = ALPHA, threads: int | None = None,
-                    exclude=()) -> dict:
+                    exclude=(), tokens: bool = True) -> dict:
     """Write `src` with per-token (and smoothed) inputs to every constant-weight MatMul to `dst`; the channel
     ranges come from running `src` on `feeds_list`. Returns {"matmuls", "inputs", "alpha"}. Gemm nodes are
     left as they are (their bias would be scaled with the output), and so are MatMuls sharing a weight and
-    those named in `exclude`."""
+    those named in `exclude`. tokens=False: the smoothing alone (SmoothQuant before plain dynamic int8; measured
+    in benchmarks/run_int8_tradeoff.py, not enough on its own)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -65,8 +66,15 @@ def per_token_graph(src: Path, dst: Path, feeds_list, alpha: float = ALPHA, thre
                                  name=f"{x}.per_token.rmax", keepdims=1) if opset >= 18 else
                 helper.make_node("ReduceMax", [f"{x}.per_token.abs"], [f"{x}.per_token.r0"],
                                  name=f"{x}.per_token.rmax", keepdims=1, axes=[-1]))
+        smooth = helper.make_node("Mul", [x, f"{x}.per_token.inv_s"], [f"{x}.per_token.s"],
+                                  name=f"{x}.per_token.smooth")
+        if not tokens:
+            after[x] = [smooth]
+            for nd in nds:
+                by_name[nd["name"]].input[0] = f"{x}.per_token.s"
+            continue
         after[x] = [
-            helper.make_node("Mul", [x, f"{x}.per_token.inv_s"], [f"{x}.per_token.s"], name=f"{x}.per_token.smooth"),
+            smooth,
             helper.make_node("Abs", [f"{x}.per_token.s"], [f"{x}.per_token.abs"], name=f"{x}.per_token.abs_op"),
             rmax,
             # an all-zero row (padding) keeps r > 0: 0 / r stays 0
