@@ -213,11 +213,14 @@ def main(argv=None):
                      f"{acc[name]['top1']:.3f} |")
     if search.get("trials"):
         lines += ["", "Search trials (the build's validation set; speed at the opt shape, batch 1, vs fp32 beside it):", "",
-                  "| accurate int8 | fp32 | worst-row cosine | top-1 | speed vs fp32 | passes |", "|---|---|---|---|---|---|"]
+                  "| activations | accurate int8 | fp32 | worst-row cosine | top-1 | speed vs fp32 | validation sets "
+                  "| passes |", "|---|---|---|---|---|---|---|---|"]
         for t in search["trials"]:
             top1 = ", ".join(f"{v:.3f}" for v in (t["top1"] or {}).values())
-            lines.append(f"| {t['accurate_int8']} | {t['fp32']} | {t['min_cosine']:.4f} | {top1} | "
-                         f"{t['fp32_ms_at_opt_b1'] / t['ms_at_opt_b1']:.2f}x | {t['passed']} |")
+            acts = "per token" if t.get("base") == "per_token" else "per call"
+            lines.append(f"| {acts} | {t['accurate_int8']} | {t['fp32']} | {t['min_cosine']:.4f} | {top1} | "
+                         f"{t['fp32_ms_at_opt_b1'] / t['ms_at_opt_b1']:.2f}x | {t.get('validation_sets', 1)} | "
+                         f"{t['passed']} |")
     (stem.with_suffix(".md")).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

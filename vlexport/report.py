@@ -102,14 +102,19 @@ def manifest_tables(m: dict) -> list:
             base = "per-token activations" if per_token else "per-call activations"
             t = Table(title=Text(f"graph '{gname}': int8 trade-off (every candidate tried, opt shape, batch 1; "
                                  f"chosen: {base})"))
-            for col in ("activations", "accurate int8", "fp32", "worst row cosine", "top-1", "speed vs fp32", "passed"):
+            for col in ("activations", "accurate int8", "fp32", "worst row cosine", "top-1", "speed vs fp32",
+                        "validation sets", "passed"):
                 t.add_column(col)
             for r in search["trials"]:
                 speed = r["fp32_ms_at_opt_b1"] / r["ms_at_opt_b1"] if r.get("ms_at_opt_b1") else None
                 t.add_row(T("per token" if r.get("base") == "per_token" else "per call"), T(r.get("accurate_int8")),
                           T(r.get("fp32")), T(_fmt(r.get("min_cosine"))),
                           T(", ".join(_fmt(x) for x in (r.get("top1") or {}).values())),
-                          T(f"{speed:.2f}x" if speed else ""), T(r.get("passed")))
+                          T(f"{speed:.2f}x" if speed else ""), T(r.get("validation_sets", 1)), T(r.get("passed")))
+            for h in search.get("held_out", ()):  # the chosen graph on a held-out set
+                t.add_row(T(f"held-out set {h['seed']}"), T(""), T(""), T(_fmt(h.get("min_cosine"))),
+                          T(", ".join(_fmt(x) for x in (h.get("top1") or {}).values())), T(""), T(""),
+                          T(h["passed"]))
             tables.append(t)
 
         tables += _int4_tables(gname, g)
