@@ -200,7 +200,7 @@ def _search_round(trial, name, axes, make_inputs, threads, note, state):
     """One search: plain int8; else per-token int8 (vlexport.export.per_token) with the fewest most-sensitive
     MatMuls kept fp32 (up to PER_TOKEN_MAX_FP32_SHARE); else plain int8 with the fewest most-sensitive MatMuls
     on the accurate (block-wise) kernel, or kept fp32. Per-token comes before the accurate kernel because it
-    keeps MatMulInteger's speed (trained MiniLM VisualBERT at B=32: 3.1x transformers eager, where the
+    keeps MatMulInteger's speed (a trained MiniLM text side at B=32: 2.5x transformers eager, where the
     accurate kernel's graph ran at fp32's 2.0x). Returns ((base, accurate nodes, fp32 nodes), fallback,
     trials); `state` holds what is computed once (the rankings, the per-token graph) across rounds."""
     from vlexport.errors import ValidationError

@@ -2,7 +2,7 @@
 
 ORT's dynamic int8 (DynamicQuantizeLinear + MatMulInteger) gives each MatMul's input one uint8 range per
 call: a trained transformer's outlier channels and outlier tokens ([CLS], separators) stretch that range,
-and every other value loses its resolution (trained MiniLM VisualBERT: worst-row cosine 0.941 against fp32).
+and every other value loses its resolution (a trained MiniLM text side: worst-row cosine 0.941 vs fp32).
 The usual W8A8 remedy is per-token activation scales plus SmoothQuant's channel smoothing; ORT has neither
 for dynamic quantization, so this module writes them as plain ONNX ops around each quantizable MatMul:
 
@@ -13,7 +13,7 @@ Every row of xs / r then has max |.| = 1, so the one range DynamicQuantizeLinear
 smoothing (alpha 0.5: s_j = max|x_j|^0.5 / max|W_j|^0.5, one s per input shared by its MatMuls) moves the
 channel outliers into the per-channel-quantized weights. The rewritten fp32 graph computes the same
 function (to rounding); it is the input of `quantize_int8`, which then quantizes the normalized MatMuls.
-Measured on trained-MiniLM VisualBERT (AMD EPYC, 85 corpus questions; benchmarks/run_int8_tradeoff.py):
+Measured with a trained MiniLM text side (AMD EPYC, 85 corpus questions; benchmarks/run_int8_tradeoff.py):
 worst-row cosine 0.941 -> 0.986, top-1 0.953 -> 0.976, at 1.46x (B=1) and 1.76x (B=32) fp32's speed,
 where plain int8 gives 1.84x and 2.1x and the accurate block-wise kernel about 1.0x.
 """
