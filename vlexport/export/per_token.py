@@ -14,8 +14,8 @@ smoothing (alpha 0.5: s_j = max|x_j|^0.5 / max|W_j|^0.5, one s per input shared 
 channel outliers into the per-channel-quantized weights. The rewritten fp32 graph computes the same
 function (to rounding); it is the input of `quantize_int8`, which then quantizes the normalized MatMuls.
 Measured with a trained MiniLM text side (AMD EPYC, 85 corpus questions; benchmarks/run_int8_tradeoff.py):
-worst-row cosine 0.941 -> 0.986, top-1 0.953 -> 0.976, at 1.46x (B=1) and 1.76x (B=32) fp32's speed,
-where plain int8 gives 1.84x and 2.1x and the accurate block-wise kernel about 1.0x.
+worst-row cosine 0.941 -> 0.992, top-1 0.976 -> 1.000, at 1.42x (B=1) and 1.77x (B=32) fp32's speed,
+where plain int8 gives 1.92x and 2.24x and the accurate block-wise kernel about 1.0x.
 """
 
 from __future__ import annotations
