@@ -45,6 +45,8 @@ def per_token_graph(src: Path, dst: Path, feeds_list, alpha: float = ALPHA, thre
     for nd in nodes:
         uses[nd["weight"]] = uses.get(nd["weight"], 0) + 1
     nodes = [nd for nd in nodes if uses[nd["weight"]] == 1]  # a shared (tied) weight cannot take two scalings
+    # capture_inputs gets its own copy: it saves its probe with external data, which moves the weights of the
+    # model it is given into that (temporary) file
     acts = capture_inputs(onnx.load(str(src), load_external_data=True), nodes, feeds_list, threads)
     inits = {t.name: t for t in model.graph.initializer}
     by_name = {n.name: n for n in model.graph.node}
