@@ -55,6 +55,7 @@ class BuildOptions:
     revision: str | None = None
     fp16: bool = False
     int8: bool = False
+    int8_portable: bool = False  # 7-bit int8 weights (reduce_range), right on every CPU; else as this CPU needs
     int4: bool = False  # int4 weight-only MatMuls for the graphs a model writes itself (e.g. a Llama decoder)
     axes: dict[str, AxisRange] = field(default_factory=dict)
     options: dict = field(default_factory=dict)  # the family's build options (e.g. with_alignment)
@@ -402,6 +403,7 @@ def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOpt
                                         runner=lambda p: ort_runner(p, opts.threads), samples=opts.int8_samples,
                                         seen=seen, threads=opts.threads, make_inputs=real,
                                         keep_weight_shapes=graph.int8_keep_fp32_weights, progress=adv,
+                                        reduce_range=True if opts.int8_portable else None,
                                         note=lambda m: st.note(m, "yellow"))
         entry["onnx"]["int8"] = onnx_entry(stage, f"{stem}.int8.onnx", **(facts or {}))
         entry["validation"]["int8"] = rep

@@ -219,7 +219,8 @@ def _search_round(trial, name, axes, make_inputs, threads, note, state):
 
         state["per_token_facts"] = per_token_graph(state["paths"]["plain"], state["paths"]["per_token"],
                                                    state["calib"], threads=threads)
-        state["per_token"] = sensitivity(state["paths"]["per_token"], state["calib"], threads=threads)
+        state["per_token"] = sensitivity(state["paths"]["per_token"], state["calib"], threads=threads,
+                                         reduce_range=state["reduce_range"])
     names = [r["name"] for r in state["per_token"]]
     start = trial("per_token", [], [])
     trials.append({**start, "k": 0})
@@ -229,7 +230,8 @@ def _search_round(trial, name, axes, make_inputs, threads, note, state):
     if k is not None:
         return ("per_token", [], names[:k]), "per_token", trials
     if "plain" not in state:
-        state["plain"] = sensitivity(state["paths"]["plain"], state["calib"], threads=threads)
+        state["plain"] = sensitivity(state["paths"]["plain"], state["calib"], threads=threads,
+                                     reduce_range=state["reduce_range"])
     ops = {r["name"]: r["op_type"] for r in state["plain"]}
     names = [r["name"] for r in state["plain"]]
     for fallback in ("accurate_int8", "fp32"):
@@ -251,12 +253,13 @@ def _search_round(trial, name, axes, make_inputs, threads, note, state):
 
 def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference, gate: dict, *, runner,
                    samples: int, seen: dict, threads=None, make_inputs=None, keep_weight_shapes=(),
-                   progress=None, note=print) -> tuple[dict, dict]:
+                   progress=None, note=print, reduce_range: bool | None = None) -> tuple[dict, dict]:
     """The int8 graph of `fp32_path` that passes `gate`: plain dynamic int8, else per-token activation scales
     with the fewest sensitive MatMuls kept fp32, else the fewest sensitive MatMuls on the accurate
     (block-wise) kernel, or failing that kept fp32 (see _search_round). Returns (quantizer facts + "search",
     validation report); raises ValidationError when nothing passes. `runner(path)` -> a feeds -> outputs
     callable; `make_inputs` (sizes, rng, pad) -> feeds: realistic inputs where the family has them.
+    reduce_range: 7-bit weights (None: as this CPU needs, `saturating_cpu`).
 
     The search chooses on the build's validation set; the chosen graph is then checked on a held-out set of
     the same kind (HOLDOUT_ROUNDS of them at most). A graph that passes only the inputs it was chosen on
@@ -274,12 +277,13 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
     last, checked, timed_ms = {}, {}, {}
     seeds = [0]  # the validation sets every candidate must pass: 0 the build's, then held-out ones that missed
     scratch = tempfile.TemporaryDirectory(prefix="vlexport-int8-")  # the per-token fp32 graph, while searching
-    state = {"paths": {"plain": Path(fp32_path), "per_token": Path(scratch.name) / "per_token.onnx"}}
+    state = {"paths": {"plain": Path(fp32_path), "per_token": Path(scratch.name) / "per_token.onnx"},
+             "reduce_range": reduce_range}
 
     def write(key):
         base, accurate, kept = key
         return quantize_int8(state["paths"][base], out_path, nodes_to_exclude=kept, accurate_nodes=accurate,
-                             keep_weight_shapes=keep_weight_shapes)
+                             keep_weight_shapes=keep_weight_shapes, reduce_range=reduce_range)
 
     def check(key, run, seed):
         """(passed, why, report) of candidate `key` on validation set `seed`, measured once."""

@@ -7,7 +7,9 @@ calibration data is needed. Embedding gathers, LayerNorm, Softmax and GELU stay 
 Choices, measured on a full-size BERT-base VQA model (random weights, 2 CPU threads, AVX512-VNNI):
 - per-channel weights: better agreement with fp32 than per-tensor at the same speed;
 - only MatMul/Gemm: quantizing Gather (the word-embedding table) saves file size but not time;
-- `reduce_range` (7-bit weights, [-64, 64]) chosen by the machine (`saturating_cpu()`): on x86 CPUs
+- `reduce_range` (7-bit weights, [-64, 64]) chosen by the build machine (`saturating_cpu()`; `--int8-portable`
+  forces it, for artifacts that may run on any CPU; the runtime refuses an 8-bit graph on a CPU that
+  saturates, `int8_cpu_mismatch`): on x86 CPUs
   without VNNI, ONNX Runtime's u8 x s8 kernel sums pairs of products in 16 bits (vpmaddubsw) and
   saturates: measured on an AVX2-only AMD EPYC, errors of 6.4 on outputs of ~14 with full-range
   weights, none (2e-6 from the exact int8 product) with reduce_range. On VNNI and ARM it stays off
@@ -80,17 +82,36 @@ def weights_of_shapes(model, shapes, op_types=DEFAULT_OPS) -> list[str]:
             if n.op_type in op_types and any(inits.get(i) in wanted for i in n.input[1:2])]
 
 
-def saturating_cpu() -> bool:
-    """True on x86 CPUs without VNNI (AVX-512 VNNI, AVX-VNNI or AMX), whose u8 x s8 dot products saturate."""
+def saturating_cpu(flags: str | None = None, machine: str | None = None) -> bool:
+    """True on x86 CPUs without VNNI (AVX-512 VNNI, AVX-VNNI or AMX), whose u8 x s8 dot products saturate.
+    flags / machine: a /proc/cpuinfo text and a `platform.machine()` name (default: this machine's)."""
     import platform
 
-    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i686", "x86"):
         return False
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
+    if flags is None:
+        try:
+            flags = open("/proc/cpuinfo").read()
+        except OSError:
+            return False
     return not any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def int8_cpu_mismatch(int8_entry: dict, flags: str | None = None, machine: str | None = None) -> str | None:
+    """Why an int8 graph (its manifest entry) must not run on this CPU, or None when it may.
+
+    A graph quantized with full 8-bit weights (reduce_range off: built on a CPU with VNNI or on ARM) gives wrong
+    answers on an x86 CPU without VNNI: there ONNX Runtime sums pairs of u8 x s8 products in 16 bits and they
+    saturate. Measured on an AVX2-only AMD EPYC, trained MiniLM VisualBERT, per-token int8 graph: worst-row
+    cosine 0.990 with 7-bit weights, 0.928 with 8-bit ones. Its build-time gate does not hold here."""
+    if int8_entry.get("reduce_range", True) or not saturating_cpu(flags, machine):
+        return None
+    return ("its int8 graph has full 8-bit weights (quantized with reduce_range off, for CPUs with VNNI), and this "
+            "CPU has no VNNI (avx512_vnni, avx_vnni or amx_int8): ONNX Runtime's int8 kernel saturates here and "
+            "the answers would be wrong (the accuracy gate it passed at build time does not hold on this CPU); "
+            "rebuild it with --int8-portable (7-bit weights, right on every CPU) or on this machine, or load "
+            "it with precision='fp32'")
 
 
 def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, reduce_range: bool | None = None,

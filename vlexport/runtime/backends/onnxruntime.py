@@ -98,6 +98,12 @@ class OnnxRuntimeBackend(Backend):
                  **_):
         super().__init__(artifact, graph, precision)
         providers = providers or choose_providers(precision, artifact, graph)
+        if precision == "int8":  # dynamic int8 runs on the CPU kernels
+            from vlexport.export.quantize import int8_cpu_mismatch
+
+            why = int8_cpu_mismatch(artifact.onnx_entry(graph, "int8"))
+            if why:  # never a silently saturated answer: the build's gate would not hold
+                raise ArtifactError(f"graph '{graph}' of '{artifact.path}' cannot run in int8 on this CPU: {why}")
         # the fused fp32 graph (com.microsoft ops) where the build kept one, except for TensorRT's provider
         self.fused = (artifact.has_variant(graph, precision, "ort_fused") and fused is not False
                       and providers[0] != "TensorrtExecutionProvider")
