@@ -4,8 +4,9 @@ An int8 graph with full 8-bit weights (built on a CPU with VNNI) saturates on an
 Runtime's u8 x s8 kernel there sums pairs of products in 16 bits. Measured on an AVX2-only AMD EPYC with the
 trained MiniLM VisualBERT's per-token int8 graph: worst-row cosine 0.990 with 7-bit weights, 0.928 with 8-bit
 ones, so the build's gate does not hold there. The runtime refuses such a graph on such a CPU, and
-`--int8-portable` builds 7-bit weights that run right everywhere. The refusal itself is seen for real on a
-CPU without VNNI; on one with VNNI the same test checks that the graph loads and runs.
+`--int8-portable` builds weights that run right everywhere (7-bit signed, or unsigned 8-bit for the per-token
+graphs, whose u8 x u8 kernel never saturates). The refusal itself is seen for real on a CPU without VNNI; on
+one with VNNI the same test checks that the graph loads and runs.
 """
 
 from __future__ import annotations
@@ -45,6 +46,44 @@ def test_an_8bit_graph_is_refused_only_where_it_saturates():
     assert int8_cpu_mismatch({"reduce_range": False}, VNNI, "x86_64") is None
     assert int8_cpu_mismatch({"reduce_range": False}, AVX2, "aarch64") is None
     assert int8_cpu_mismatch({}, AVX2, "x86_64") is None  # an artifact from before the record: as it was
+    # unsigned 8-bit weights (per-token graphs where signed ones would saturate): u8 x u8 never saturates
+    assert int8_cpu_mismatch({"reduce_range": False, "weight_type": "QUInt8"}, AVX2, "x86_64") is None
+
+
+def _u8_per_channel(w):
+    """(K, N) weights as ONNX Runtime's quantizer writes QUInt8 per output column, dequantized."""
+    lo, hi = np.minimum(w.min(0), 0), np.maximum(w.max(0), 0)
+    scale = (hi - lo) / 255.0
+    zp = np.clip(np.round(-lo / scale), 0, 255)
+    return (np.clip(np.round(w / scale) + zp, 0, 255) - zp) * scale
+
+
+def test_unsigned_weights_do_not_saturate_on_any_cpu(tmp_path):
+    """Full-range activations and weights with an outlier channel, where signed 8-bit weights saturate on an x86
+    CPU without VNNI: with unsigned weights ORT's result is the exact product of the quantized values here too."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from vlexport.export.int8_search import _dynamic_uint8
+    from vlexport.runtime.backends.onnxruntime import make_session
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((64, 48)).astype(np.float32) * 0.1
+    x = rng.standard_normal((32, 64)).astype(np.float32)
+    x[:, 5] *= 30.0
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+                               helper.make_node("Relu", ["h"], ["y"], name="relu")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["r", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "f.onnx"))
+    facts = quantize_int8(tmp_path / "f.onnx", tmp_path / "q.onnx", unsigned_weights=True)
+    assert facts["weight_type"] == "QUInt8" and facts["reduce_range"] is False
+    got = make_session(tmp_path / "q.onnx").run(["y"], {"x": x})[0]
+    sim = np.maximum(_dynamic_uint8(x, False) @ _u8_per_channel(w), 0)
+    exact = np.maximum(x @ w, 0)
+    assert np.abs(got - exact).max() > 1e-2  # quantized: visibly not fp32
+    np.testing.assert_allclose(got, sim, atol=1e-4 * np.abs(exact).max())
 
 
 def _with_int8(src: Path, dst: Path, reduce_range: bool) -> Path:
@@ -84,8 +123,10 @@ def test_int8_portable_builds_7bit_weights_and_says_so(tmp_path):
     subprocess.run([sys.executable, "-m", "vlexport", "build", "--model", ID, "--int8-portable", "--out", str(out),
                     "--threads", "1", "--quiet"], check=True, capture_output=True, text=True)
     m = json.loads((out / "manifest.json").read_text())
-    assert m["graphs"]["model"]["onnx"]["int8"]["reduce_range"] is True  # --int8-portable implies --int8
+    entry = m["graphs"]["model"]["onnx"]["int8"]  # --int8-portable implies --int8
+    assert entry["reduce_range"] or entry["weight_type"] == "QUInt8"
+    assert int8_cpu_mismatch(entry, AVX2, "x86_64") is None  # even where signed 8-bit weights saturate
     shown = subprocess.run([sys.executable, "-m", "vlexport", "inspect", str(out)], check=True, capture_output=True,
                            text=True, env={**os.environ, "COLUMNS": "250"}).stdout
-    assert "7-bit weights: any CPU" in shown
+    assert "any CPU" in shown
     vlexport.load(out, backend="onnxruntime", precision="int8")  # on every CPU

@@ -130,7 +130,8 @@ def _build_kwargs(args, onnx_only: bool) -> dict:
               compose=(composer[0].name, composer[1]) if composer else None, companion=companion,
               labels=str(args.labels) if args.labels else None)
     if not onnx_only:
-        kw.update(fp16=args.fp16, int8=args.int8 or args.int8_portable, int8_portable=args.int8_portable, int4=args.int4, require_engine=args.require_engine,
+        kw.update(fp16=args.fp16, int8=args.int8 or args.int8_portable, int8_portable=args.int8_portable,
+                  int4=args.int4, require_engine=args.require_engine,
                   engine_options={"workspace_gb": args.workspace_gb, "version_compatible": args.version_compatible,
                                   "hardware_compatibility": args.hardware_compatibility,
                                   "refittable": args.refittable, "timing_cache": args.timing_cache})
@@ -273,8 +274,9 @@ def main(argv=None) -> int:
     _add_model_args(p)
     p.add_argument("--fp16", action="store_true", help="also build the fp16 graph and (with TensorRT + GPU) an engine")
     p.add_argument("--int8", action="store_true", help="also build a dynamically quantized int8 graph (CPU)")
-    p.add_argument("--int8-portable", action="store_true", help="int8 with 7-bit weights (reduce_range): right on "
-                   "every CPU; by default the weights fit this CPU, and an 8-bit graph is refused on x86 CPUs without VNNI")
+    p.add_argument("--int8-portable", action="store_true", help="int8 weights that run right on every CPU (7-bit "
+                   "signed, or unsigned 8-bit for per-token graphs); by default they fit this CPU, and a signed 8-bit graph "
+                   "is refused on x86 CPUs without VNNI")
     p.add_argument("--int4", action="store_true", help="also write int4 weight-only graphs (MatMulNBits, CPU) of the "
                    "graphs a model writes itself (a Llama decoder); load them with precision='int4'")
     p.add_argument("--require-engine", action="store_true", help="fail when the TensorRT engine cannot be built")

@@ -55,7 +55,7 @@ class BuildOptions:
     revision: str | None = None
     fp16: bool = False
     int8: bool = False
-    int8_portable: bool = False  # 7-bit int8 weights (reduce_range), right on every CPU; else as this CPU needs
+    int8_portable: bool = False  # int8 weights right on every CPU (7-bit or unsigned); else as this CPU needs
     int4: bool = False  # int4 weight-only MatMuls for the graphs a model writes itself (e.g. a Llama decoder)
     axes: dict[str, AxisRange] = field(default_factory=dict)
     options: dict = field(default_factory=dict)  # the family's build options (e.g. with_alignment)

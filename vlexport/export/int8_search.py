@@ -220,7 +220,7 @@ def _search_round(trial, name, axes, make_inputs, threads, note, state):
         state["per_token_facts"] = per_token_graph(state["paths"]["plain"], state["paths"]["per_token"],
                                                    state["calib"], threads=threads)
         state["per_token"] = sensitivity(state["paths"]["per_token"], state["calib"], threads=threads,
-                                         reduce_range=state["reduce_range"])
+                                         reduce_range=False)  # full 8 bits: signed with VNNI, else unsigned
     names = [r["name"] for r in state["per_token"]]
     start = trial("per_token", [], [])
     trials.append({**start, "k": 0})
@@ -268,7 +268,7 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
     import tempfile
 
     from vlexport.errors import ValidationError
-    from vlexport.export.quantize import quantize_int8
+    from vlexport.export.quantize import quantize_int8, saturating_cpu
     from vlexport.export.validate import validate_precision
 
     make_inputs = make_inputs or graph.make_inputs
@@ -278,12 +278,18 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
     seeds = [0]  # the validation sets every candidate must pass: 0 the build's, then held-out ones that missed
     scratch = tempfile.TemporaryDirectory(prefix="vlexport-int8-")  # the per-token fp32 graph, while searching
     state = {"paths": {"plain": Path(fp32_path), "per_token": Path(scratch.name) / "per_token.onnx"},
-             "reduce_range": reduce_range}
+             "reduce_range": reduce_range,
+             # per-token where signed 8-bit weights saturate (x86 without VNNI, or --int8-portable): u8 x u8 weights,
+             # since smoothing puts the channel outliers into the weight rows and 7 bits lose them (measured on an
+             # AVX2-only EPYC, trained MiniLM VisualBERT: worst row 0.925 with 7-bit weights, 0.990 with u8 ones,
+             # at 1.3x fp32's speed at batch 4 where the accurate kernel it otherwise needs is ~1x)
+             "unsigned": reduce_range if reduce_range is not None else saturating_cpu()}
 
     def write(key):
         base, accurate, kept = key
         return quantize_int8(state["paths"][base], out_path, nodes_to_exclude=kept, accurate_nodes=accurate,
-                             keep_weight_shapes=keep_weight_shapes, reduce_range=reduce_range)
+                             keep_weight_shapes=keep_weight_shapes, reduce_range=reduce_range,
+                             unsigned_weights=base == "per_token" and state["unsigned"])
 
     def check(key, run, seed):
         """(passed, why, report) of candidate `key` on validation set `seed`, measured once."""

@@ -14,6 +14,9 @@ Choices, measured on a full-size BERT-base VQA model (random weights, 2 CPU thre
   saturates: measured on an AVX2-only AMD EPYC, errors of 6.4 on outputs of ~14 with full-range
   weights, none (2e-6 from the exact int8 product) with reduce_range. On VNNI and ARM it stays off
   (it costs accuracy for nothing there). The manifest records which was used.
+  Per-token graphs (vlexport.export.per_token) where signed 8-bit weights would saturate get unsigned
+  8-bit ones instead (`unsigned_weights`: u8 x u8 never saturates): smoothing scales some weight rows up,
+  and 7 bits lose the rest (worst row 0.925 vs 0.983 with u8 weights, AVX2-only EPYC, trained MiniLM).
 - the output layers (the classifier: a MatMul/Gemm producing a graph output) stay fp32
   (`keep_output_layers`): their error lands unaveraged on the logits, and they are ~0.1% of
   the work at batch 1 for VQA (768 x 3129 on one token);
@@ -105,23 +108,27 @@ def int8_cpu_mismatch(int8_entry: dict, flags: str | None = None, machine: str |
     answers on an x86 CPU without VNNI: there ONNX Runtime sums pairs of u8 x s8 products in 16 bits and they
     saturate. Measured on an AVX2-only AMD EPYC, trained MiniLM VisualBERT, per-token int8 graph: worst-row
     cosine 0.990 with 7-bit weights, 0.928 with 8-bit ones. Its build-time gate does not hold here."""
-    if int8_entry.get("reduce_range", True) or not saturating_cpu(flags, machine):
+    if (int8_entry.get("reduce_range", True) or int8_entry.get("weight_type") == "QUInt8"  # u8 x u8: no saturation
+            or not saturating_cpu(flags, machine)):
         return None
     return ("its int8 graph has full 8-bit weights (quantized with reduce_range off, for CPUs with VNNI), and this "
             "CPU has no VNNI (avx512_vnni, avx_vnni or amx_int8): ONNX Runtime's int8 kernel saturates here and "
             "the answers would be wrong (the accuracy gate it passed at build time does not hold on this CPU); "
-            "rebuild it with --int8-portable (7-bit weights, right on every CPU) or on this machine, or load "
+            "rebuild it with --int8-portable (weights right on every CPU) or on this machine, or load "
             "it with precision='fp32'")
 
 
 def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, reduce_range: bool | None = None,
+                  unsigned_weights: bool = False,
                   op_types=DEFAULT_OPS, keep_output_layers: bool = True, nodes_to_exclude=None,
                   keep_weight_shapes=(), accurate_nodes=()) -> dict:
     """Write a dynamically quantized int8 copy of `fp32_onnx` to `out_onnx`; return what was done.
 
     The input may keep its weights in external data files next to it (they are loaded from its
     folder). The output is a single file when under 2 GB, else it gets `<name>.data` beside it.
-    Returns {"quantizer", "per_channel", "reduce_range", "op_types", "nodes_quantized",
+    unsigned_weights: QUInt8 weights (asymmetric, per channel) for a u8 x u8 kernel, which never saturates:
+    the per-token graph's weights where signed 8-bit ones would saturate (7-bit ones lose the smoothed rows).
+    Returns {"quantizer", "per_channel", "reduce_range", "weight_type", "op_types", "nodes_quantized",
     "nodes_total_matmul", "bytes", "fp32_bytes", "seconds"}.
     """
     onnx = require("onnx", "int8 quantization")
@@ -132,7 +139,9 @@ def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, 
     if not fp32_onnx.is_file():
         raise ArtifactError(f"cannot quantize '{fp32_onnx}': no such ONNX file")
     t0 = time.perf_counter()
-    if reduce_range is None:
+    if unsigned_weights:  # u8 x u8 kernels widen to 16 bits before they add: full 8-bit weights on every CPU
+        reduce_range = False
+    elif reduce_range is None:
         reduce_range = saturating_cpu()
     model = onnx.load(str(fp32_onnx), load_external_data=True)  # external data from the graph's folder
     n_matmul = sum(1 for n in model.graph.node if n.op_type in op_types)
@@ -153,7 +162,8 @@ def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, 
     root.setLevel(logging.ERROR)
     try:
         quantize_dynamic(model, out_onnx, op_types_to_quantize=list(op_types), per_channel=per_channel,
-                         reduce_range=reduce_range, weight_type=QuantType.QInt8,
+                         reduce_range=reduce_range,
+                         weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
                          nodes_to_exclude=exclude, use_external_data_format=large,
                          extra_options={"MatMulConstBOnly": True})
     finally:
@@ -166,7 +176,7 @@ def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, 
     n_accurate = sum(1 for n in q.graph.node if n.op_type == "MatMulNBits")
     return {
         "quantizer": "onnxruntime.quantization.quantize_dynamic",
-        "weight_type": "QInt8", "per_channel": per_channel, "reduce_range": reduce_range,
+        "weight_type": "QUInt8" if unsigned_weights else "QInt8", "per_channel": per_channel, "reduce_range": reduce_range,
         "op_types": list(op_types), "nodes_quantized": n_quant, "nodes_total_matmul": n_matmul,
         "kept_fp32": exclude, "accurate_int8": list(accurate_nodes), "nodes_accurate_int8": n_accurate,
         "bytes": _size(out_onnx.parent, out_onnx.name), "fp32_bytes": _size(fp32_onnx.parent, fp32_onnx.name),
