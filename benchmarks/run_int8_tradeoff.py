@@ -107,14 +107,15 @@ def per_token(fp32: Path, tmp: Path, feeds: list, threads: int, fp32_kept=(0, 4)
     and with the k MatMuls of the largest simulated int8 error (on the rewritten graph) kept fp32."""
     from vlexport.export.int8_search import sensitivity
     from vlexport.export.per_token import per_token_graph
-    from vlexport.export.quantize import quantize_int8
+    from vlexport.export.quantize import quantize_int8, saturating_cpu
 
     per_token_graph(fp32, tmp / "per-token.onnx", feeds, threads=threads)
-    ranked = [r["name"] for r in sensitivity(tmp / "per-token.onnx", feeds, threads=threads)]
+    ranked = [r["name"] for r in sensitivity(tmp / "per-token.onnx", feeds, threads=threads, reduce_range=False)]
     out = {}
     for k in fp32_kept:
         path = tmp / f"per-token-{k}.int8.onnx"
-        quantize_int8(tmp / "per-token.onnx", path, nodes_to_exclude=ranked[:k])
+        # as the build writes them: unsigned 8-bit weights where signed ones saturate (x86 without VNNI)
+        quantize_int8(tmp / "per-token.onnx", path, nodes_to_exclude=ranked[:k], unsigned_weights=saturating_cpu())
         out["ort-int8-per-token" + (f"+{k}fp32" if k else "")] = path
     return out
 
@@ -126,6 +127,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--stem", help="result file name without suffix (default: <date>-int8-tradeoff-cpu, with "
+                    "-no-vnni on x86 CPUs without VNNI, whose int8 kernels differ)")
     a = ap.parse_args(argv)
 
     import torch
@@ -135,7 +138,7 @@ def main(argv=None):
     from vlexport import calibration
     from vlexport.bench.machine import machine_info
     from vlexport.export.build import build
-    from vlexport.export.quantize import quantize_int8
+    from vlexport.export.quantize import quantize_int8, saturating_cpu
     from vlexport.families.visual_bert.from_bert import fit_answer_head, visualbert_from_bert
     from vlexport.runtime.backends.onnxruntime import make_session
     from vlexport.specs import AxisRange
@@ -194,16 +197,28 @@ def main(argv=None):
         latency[batch] = timed(runners, f, a.rounds, runs)
 
     search = manifest["graphs"]["model"]["onnx"]["int8"].get("search", {})
+    gated = manifest["graphs"]["model"]["onnx"]["int8"]
+
+    def kind(entry):
+        return ("u8 (unsigned 8-bit)" if entry.get("weight_type") == "QUInt8" else
+                "s8 7-bit (reduce_range)" if entry.get("reduce_range") else "s8 (signed 8-bit)")
+
+    weights = {"plain": kind({"reduce_range": saturating_cpu()}), "gated": kind(gated),
+               "per_token": kind({"weight_type": "QUInt8"} if saturating_cpu() else {})}
     result = {"date": datetime.date.today().isoformat(), "machine": machine_info(a.threads),
               "model": "VisualBERT-VQA, text side all-MiniLM-L6-v2 (trained), visual projection random, head a "
                        "linear probe on the corpus", "inputs": "T=20, V=36 detector-like regions, corpus questions",
-              "accuracy_vs_fp32": acc, "p50_ms": latency, "search": search}
-    stem = a.out / f"{result['date']}-int8-tradeoff-cpu"
+              "accuracy_vs_fp32": acc, "p50_ms": latency, "search": search, "int8_weights": weights}
+
+    stem = a.out / (a.stem or f"{result['date']}-int8-tradeoff-cpu" + ("-no-vnni" if saturating_cpu() else ""))
     a.out.mkdir(parents=True, exist_ok=True)
     (stem.with_suffix(".json")).write_text(json.dumps(result, indent=2) + "\n")
 
     lines = [f"# int8 on trained weights ({result['date']})", "", f"Model: {result['model']}. Inputs: {result['inputs']}.",
-             f"Machine: {result['machine'].get('cpu')}, {a.threads} threads. Command: `python benchmarks/run_int8_tradeoff.py`.",
+             f"Machine: {result['machine'].get('cpu')} ({', '.join(result['machine'].get('cpu_flags') or [])}), "
+             f"{a.threads} threads. Command: `python benchmarks/run_int8_tradeoff.py`.",
+             f"Int8 weights: plain graphs {weights['plain']}, the build's gated graph {weights['gated']}, per-token "
+             f"graphs {weights['per_token']}.",
              "", "| runner | B=1 p50 ms | x eager | B=32 p50 ms | x eager | worst-row cosine vs fp32 | top-1 vs fp32 |",
              "|---|---|---|---|---|---|---|"]
     for name in runners:

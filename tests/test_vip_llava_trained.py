@@ -73,7 +73,12 @@ def test_int4_is_refused_with_its_trials_in_the_manifest(trained):
     upstream = [t for t in trials if t["tier"] == "8-bit + upstream fp32" and t["min_cosine"] is not None]
     assert max(t["min_cosine"] for t in upstream) > trials[3]["min_cosine"] + 0.01
     assert all(t["fp32"] <= 60 for t in trials)  # never more than half of the 121 projections in fp32
-    assert any(not h["passed"] for h in v["search"]["held_out"])  # a choice on the build's set missed a held-out set
+    # a graph that passed the build's set was checked on held-out sets, and missed one (int4 is refused). Which
+    # trial passes the build's set depends on the CPU's int8 kernels (on an AVX-512 VNNI EPYC 28 upstream fp32
+    # passed it and missed a held-out set; on an AVX2-only one none passed it)
+    held_out = v["search"]["held_out"]
+    assert bool(held_out) == any(t["passed"] for t in trials)
+    assert all(not h["passed"] for h in held_out)  # refused: every held-out set it was checked on missed
     with pytest.raises(ArtifactError, match="has no int4 graph: int4 misses the gate"):
         vlexport.load(out, precision="int4")
     from rich.console import Console
