@@ -209,3 +209,32 @@ def test_auto_falls_back_to_onnxruntime_when_the_engine_cannot_run_here(art, tmp
     assert "using ONNX Runtime" in model.chosen_because and "TensorRT" in model.chosen_because
     with pytest.raises(vlexport.errors.VlexportError):
         vlexport.load(out, backend="tensorrt", precision="fp16")  # asked for by name: a clear error
+
+
+def test_memoized_outputs_runs_each_distinct_input_once():
+    """A search validates every candidate on the same inputs: the fp32 outputs on them are computed once
+    (vlexport.export.validate.memoized_outputs), keyed by the feeds' bytes, names, dtypes and shapes."""
+    from vlexport.export.validate import memoized_outputs
+
+    calls = []
+
+    def run(feeds):
+        calls.append(1)
+        return {"y": feeds["x"].astype(np.float32).sum(-1, keepdims=True) * 2}
+
+    memo = memoized_outputs(run)
+    a = np.arange(12, dtype=np.int64).reshape(3, 4)
+    first = memo({"x": a})
+    assert memo({"x": a.copy()}) is first and len(calls) == 1  # the same bytes: not run again
+    memo({"x": a.reshape(4, 3)})  # same bytes, another shape
+    memo({"x": a.astype(np.int32)})  # another dtype
+    memo({"x": a[:, ::2]})  # a strided view is hashed by its values
+    b = a.copy()
+    b[2, 3] += 1
+    memo({"x": b})
+    assert len(calls) == 5
+    np.testing.assert_array_equal(memo({"x": a[:, ::2].copy()})["y"], run({"x": a[:, ::2]})["y"])
+    assert len(calls) == 6  # the copy was memoized; the direct call above ran
+    small = memoized_outputs(run, max_bytes=8)  # outputs past the budget are not kept: run every time
+    small({"x": a}), small({"x": a})
+    assert len(calls) == 8

@@ -275,8 +275,8 @@ def main(argv=None) -> int:
     p.add_argument("--fp16", action="store_true", help="also build the fp16 graph and (with TensorRT + GPU) an engine")
     p.add_argument("--int8", action="store_true", help="also build a dynamically quantized int8 graph (CPU)")
     p.add_argument("--int8-portable", action="store_true", help="int8 weights that run right on every CPU (7-bit "
-                   "signed, or unsigned 8-bit for per-token graphs); by default they fit this CPU, and a signed 8-bit graph "
-                   "is refused on x86 CPUs without VNNI")
+                   "signed, or unsigned 8-bit for per-token graphs); by default they fit this CPU, and a signed "
+                   "8-bit graph is refused on x86 CPUs without VNNI")
     p.add_argument("--int4", action="store_true", help="also write int4 weight-only graphs (MatMulNBits, CPU) of the "
                    "graphs a model writes itself (a Llama decoder); load them with precision='int4'")
     p.add_argument("--require-engine", action="store_true", help="fail when the TensorRT engine cannot be built")

@@ -32,7 +32,7 @@ def int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: Bui
     about a trained model's), and against the model's numpy reference on the same rounded weights (the
     graph itself: gated tight). Both on realistic inputs where the graph has a maker for them."""
     from vlexport.export.int4_search import quantize_int4_gated
-    from vlexport.export.validate import int4_gate, precision_cases, validate_precision
+    from vlexport.export.validate import int4_gate, memoized_outputs, precision_cases, validate_precision
 
     entry, stem = manifest["graphs"][graph.name], graph.file_stem
     seen = entry["trace_sizes"]
@@ -41,9 +41,12 @@ def int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: Bui
     n, n_exact = (len(precision_cases(axes, k, seen)) for k in (opts.int8_samples, INT4_EXACT_SAMPLES))
     path = stage / f"{stem}.int4.onnx"
 
+    fp32_outputs = memoized_outputs(fp32)  # every candidate of the search meets the same inputs
+
     def validate(p, seed=0):
-        return validate_precision(fp32, ort_runner(p, opts.threads), graph, axes, f"the int4 '{graph.name}' graph",
-                                  n_samples=opts.int8_samples, seen=seen, make_inputs=real, seed=seed, **gate)
+        return validate_precision(fp32_outputs, ort_runner(p, opts.threads), graph, axes,
+                                  f"the int4 '{graph.name}' graph", n_samples=opts.int8_samples, seen=seen,
+                                  make_inputs=real, seed=seed, **gate)
 
     with st.stage(f"Writing '{graph.name}' with int4 weight-only MatMuls (MatMulNBits) and validating against "
                   f"fp32 on {n} {input_kind(real)} inputs (projections moved to 8 bits or fp32 if it misses the gate)"):

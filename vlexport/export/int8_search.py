@@ -269,9 +269,10 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
 
     from vlexport.errors import ValidationError
     from vlexport.export.quantize import quantize_int8, saturating_cpu
-    from vlexport.export.validate import validate_precision
+    from vlexport.export.validate import memoized_outputs, validate_precision
 
     make_inputs = make_inputs or graph.make_inputs
+    fp32_outputs = memoized_outputs(reference)  # every candidate meets the same validation inputs
     opt_cases = [_opt_sizes(axes, 10 ** 6)] * OPT_CASES
     opt_feeds = make_inputs(_opt_sizes(axes, 1), np.random.default_rng(7), True)
     last, checked, timed_ms = {}, {}, {}
@@ -295,7 +296,7 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
         """(passed, why, report) of candidate `key` on validation set `seed`, measured once."""
         if (key, seed) not in checked:
             try:
-                rep = validate_precision(reference, run, graph, axes, f"the int8 '{graph.name}' graph",
+                rep = validate_precision(fp32_outputs, run, graph, axes, f"the int8 '{graph.name}' graph",
                                          n_samples=samples, seen=seen, make_inputs=make_inputs,
                                          extra_sizes=opt_cases, seed=seed, **gate)
                 checked[key, seed] = (True, "", rep)

@@ -176,7 +176,8 @@ def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, 
     n_accurate = sum(1 for n in q.graph.node if n.op_type == "MatMulNBits")
     return {
         "quantizer": "onnxruntime.quantization.quantize_dynamic",
-        "weight_type": "QUInt8" if unsigned_weights else "QInt8", "per_channel": per_channel, "reduce_range": reduce_range,
+        "weight_type": "QUInt8" if unsigned_weights else "QInt8", "per_channel": per_channel,
+        "reduce_range": reduce_range,
         "op_types": list(op_types), "nodes_quantized": n_quant, "nodes_total_matmul": n_matmul,
         "kept_fp32": exclude, "accurate_int8": list(accurate_nodes), "nodes_accurate_int8": n_accurate,
         "bytes": _size(out_onnx.parent, out_onnx.name), "fp32_bytes": _size(fp32_onnx.parent, fp32_onnx.name),

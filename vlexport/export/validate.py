@@ -235,6 +235,36 @@ def precision_cases(axes: dict, n_samples: int, seen: dict | None = None, extra_
     return cases
 
 
+MEMO_BYTES = 1 << 30  # the most output bytes memoized_outputs keeps
+
+
+def memoized_outputs(run, max_bytes: int = MEMO_BYTES):
+    """`run` (feeds -> outputs) remembering its outputs by the feeds' bytes: a search validates every candidate on
+    the same inputs, and the fp32 reference's outputs on them never change (measured: a trained DINOv2 int8
+    search spent half of its 184 s running fp32 again on the inputs of the trial before). Outputs are kept
+    until they hold `max_bytes`; then the rest is run each time. Never for timing."""
+    import hashlib
+
+    cache, held = {}, [0]
+
+    def call(feeds):
+        h = hashlib.sha1()
+        for name in sorted(feeds):
+            x = np.ascontiguousarray(feeds[name])
+            h.update(f"{name}:{x.dtype}:{x.shape}".encode())
+            h.update(x.view(np.uint8).reshape(-1).data if x.size else b"")
+        key = h.digest()
+        if key in cache:
+            return cache[key]
+        out = run(feeds)
+        size = sum(getattr(o, "nbytes", 0) for o in out.values())
+        if held[0] + size <= max_bytes:
+            cache[key], held[0] = out, held[0] + size
+        return out
+
+    return call
+
+
 def validate_precision(reference, candidate, graph, axes: dict, label: str, n_samples: int = 100,
                        min_cosine: float = 0.999, min_top1: float | None = 0.99, min_top5: float | None = None,
                        seen: dict | None = None, extra_sizes=(), progress=None, make_inputs=None,
