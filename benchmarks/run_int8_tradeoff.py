@@ -138,7 +138,7 @@ def main(argv=None):
     from vlexport import calibration
     from vlexport.bench.machine import machine_info
     from vlexport.export.build import build
-    from vlexport.export.quantize import quantize_int8, saturating_cpu
+    from vlexport.export.quantize import int8_weights, quantize_int8, saturating_cpu
     from vlexport.families.visual_bert.from_bert import fit_answer_head, visualbert_from_bert
     from vlexport.runtime.backends.onnxruntime import make_session
     from vlexport.specs import AxisRange
@@ -199,12 +199,8 @@ def main(argv=None):
     search = manifest["graphs"]["model"]["onnx"]["int8"].get("search", {})
     gated = manifest["graphs"]["model"]["onnx"]["int8"]
 
-    def kind(entry):
-        return ("u8 (unsigned 8-bit)" if entry.get("weight_type") == "QUInt8" else
-                "s8 7-bit (reduce_range)" if entry.get("reduce_range") else "s8 (signed 8-bit)")
-
-    weights = {"plain": kind({"reduce_range": saturating_cpu()}), "gated": kind(gated),
-               "per_token": kind({"weight_type": "QUInt8"} if saturating_cpu() else {})}
+    weights = {"plain": int8_weights({"reduce_range": saturating_cpu()}), "gated": int8_weights(gated),
+               "per_token": int8_weights({"weight_type": "QUInt8"} if saturating_cpu() else {})}
     result = {"date": datetime.date.today().isoformat(), "machine": machine_info(a.threads),
               "model": "VisualBERT-VQA, text side all-MiniLM-L6-v2 (trained), visual projection random, head a "
                        "linear probe on the corpus", "inputs": "T=20, V=36 detector-like regions, corpus questions",

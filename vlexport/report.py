@@ -81,9 +81,9 @@ def manifest_tables(m: dict) -> list:
         for prec, e in (g.get("onnx") or {}).items():
             note = _simplifier(e.get("simplifier", {})) if prec == "fp32" else e.get("converter", e.get("quantizer", ""))
             if prec == "int8" and "reduce_range" in e:  # which CPUs it runs right on (quantize.int8_cpu_mismatch)
-                note += ("; unsigned 8-bit weights (u8 x u8): any CPU" if e.get("weight_type") == "QUInt8" else
-                         "; 7-bit weights: any CPU" if e["reduce_range"] else
-                         "; 8-bit weights: x86 CPUs with VNNI, or ARM (refused on x86 without VNNI)")
+                from vlexport.export.quantize import int8_weights
+
+                note += "; " + int8_weights(e)
             t.add_row(T(prec), T("onnx"), T(e.get("file")), T(f"{e.get('bytes', 0) / 2**20:.1f}"), T(note))
         for prec, e in (g.get("engines") or {}).items():
             t.add_row(T(prec), T("tensorrt"), T(e.get("file")), T(f"{e.get('bytes', 0) / 2**20:.1f}"),

@@ -259,7 +259,8 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
     (block-wise) kernel, or failing that kept fp32 (see _search_round). Returns (quantizer facts + "search",
     validation report); raises ValidationError when nothing passes. `runner(path)` -> a feeds -> outputs
     callable; `make_inputs` (sizes, rng, pad) -> feeds: realistic inputs where the family has them.
-    reduce_range: 7-bit weights (None: as this CPU needs, `saturating_cpu`).
+    reduce_range: 7-bit weights for plain int8, unsigned 8-bit ones for per-token (None: as this CPU needs,
+    `saturating_cpu`).
 
     The search chooses on the build's validation set; the chosen graph is then checked on a held-out set of
     the same kind (HOLDOUT_ROUNDS of them at most). A graph that passes only the inputs it was chosen on
@@ -278,19 +279,19 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
     last, checked, timed_ms = {}, {}, {}
     seeds = [0]  # the validation sets every candidate must pass: 0 the build's, then held-out ones that missed
     scratch = tempfile.TemporaryDirectory(prefix="vlexport-int8-")  # the per-token fp32 graph, while searching
+    reduce_range = saturating_cpu() if reduce_range is None else reduce_range
+    # plain int8 gets 7-bit weights where signed 8-bit ones saturate (x86 without VNNI, or --int8-portable), and
+    # per-token graphs unsigned 8-bit ones (u8 x u8), since smoothing puts the channel outliers into the weight
+    # rows and 7 bits lose them (measured on an AVX2-only EPYC, trained MiniLM VisualBERT: per-token's worst row
+    # 0.925 with 7-bit weights, 0.983 with u8 ones, at 1.3x fp32's speed at batch 4)
     state = {"paths": {"plain": Path(fp32_path), "per_token": Path(scratch.name) / "per_token.onnx"},
-             "reduce_range": reduce_range,
-             # per-token where signed 8-bit weights saturate (x86 without VNNI, or --int8-portable): u8 x u8 weights,
-             # since smoothing puts the channel outliers into the weight rows and 7 bits lose them (measured on an
-             # AVX2-only EPYC, trained MiniLM VisualBERT: worst row 0.925 with 7-bit weights, 0.990 with u8 ones,
-             # at 1.3x fp32's speed at batch 4 where the accurate kernel it otherwise needs is ~1x)
-             "unsigned": reduce_range if reduce_range is not None else saturating_cpu()}
+             "reduce_range": reduce_range}
 
     def write(key):
         base, accurate, kept = key
         return quantize_int8(state["paths"][base], out_path, nodes_to_exclude=kept, accurate_nodes=accurate,
                              keep_weight_shapes=keep_weight_shapes, reduce_range=reduce_range,
-                             unsigned_weights=base == "per_token" and state["unsigned"])
+                             unsigned_weights=base == "per_token" and reduce_range)
 
     def check(key, run, seed):
         """(passed, why, report) of candidate `key` on validation set `seed`, measured once."""

@@ -118,6 +118,15 @@ def int8_cpu_mismatch(int8_entry: dict, flags: str | None = None, machine: str |
             "it with precision='fp32'")
 
 
+def int8_weights(int8_entry: dict) -> str:
+    """The kind of an int8 graph's weights (its manifest entry), and the CPUs it runs right on."""
+    if int8_entry.get("weight_type") == "QUInt8":
+        return "unsigned 8-bit weights (u8 x u8): any CPU"
+    if int8_entry.get("reduce_range"):
+        return "7-bit weights: any CPU"
+    return "8-bit weights: x86 CPUs with VNNI, or ARM (refused on x86 without VNNI)"
+
+
 def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, reduce_range: bool | None = None,
                   unsigned_weights: bool = False,
                   op_types=DEFAULT_OPS, keep_output_layers: bool = True, nodes_to_exclude=None,
