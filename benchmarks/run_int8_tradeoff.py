@@ -12,7 +12,8 @@ spinning: several share the cores): transformers eager, ORT fp32 (and the build'
 ORT plain dynamic int8 (what `--int8` gave before the search), the build's gated int8, and ORT's static QDQ
 int8 (per-channel, calibrated on the corpus captions, MinMax and Percentile ranges), SmoothQuant-style smoothing
 before plain dynamic int8 (alpha 0.5 and 0.7, the ranges from the captions), per-token activation scales with
-smoothing (vlexport.export.per_token; alone and with 4 MatMuls kept fp32), at B=1 (T=20, V=36)
+smoothing (vlexport.export.per_token; alone and with 4 MatMuls kept fp32), plain and per-token int8 from the
+ORT-fused fp32 graph (vlexport.export.fuse: what the build quantizes where it is faster), at B=1 (T=20, V=36)
 and B=32. Accuracy of each against fp32 on every corpus question (worst-row cosine, top-1). Writes
 benchmarks/results/<date>-int8-tradeoff-cpu.{json,md,png}.
 """
@@ -102,21 +103,22 @@ def smoothquant(fp32: Path, tmp: Path, feeds: list, threads: int, alphas=(0.5, 0
     return out
 
 
-def per_token(fp32: Path, tmp: Path, feeds: list, threads: int, fp32_kept=(0, 4)) -> dict:
+def per_token(fp32: Path, tmp: Path, feeds: list, threads: int, fp32_kept=(0, 4), tag: str = "") -> dict:
     """Per-token activation scales with smoothing (vlexport.export.per_token) before plain dynamic int8, alone
     and with the k MatMuls of the largest simulated int8 error (on the rewritten graph) kept fp32."""
     from vlexport.export.int8_search import sensitivity
     from vlexport.export.per_token import per_token_graph
     from vlexport.export.quantize import quantize_int8, saturating_cpu
 
-    per_token_graph(fp32, tmp / "per-token.onnx", feeds, threads=threads)
-    ranked = [r["name"] for r in sensitivity(tmp / "per-token.onnx", feeds, threads=threads, reduce_range=False)]
+    src = tmp / f"per-token{tag}.onnx"
+    per_token_graph(fp32, src, feeds, threads=threads)
+    ranked = [r["name"] for r in sensitivity(src, feeds, threads=threads, reduce_range=False)]
     out = {}
     for k in fp32_kept:
-        path = tmp / f"per-token-{k}.int8.onnx"
+        path = tmp / f"per-token{tag}-{k}.int8.onnx"
         # as the build writes them: unsigned 8-bit weights where signed ones saturate (x86 without VNNI)
-        quantize_int8(tmp / "per-token.onnx", path, nodes_to_exclude=ranked[:k], unsigned_weights=saturating_cpu())
-        out["ort-int8-per-token" + (f"+{k}fp32" if k else "")] = path
+        quantize_int8(src, path, nodes_to_exclude=ranked[:k], unsigned_weights=saturating_cpu())
+        out[f"ort-int8{tag}-per-token" + (f"+{k}fp32" if k else "")] = path
     return out
 
 
@@ -138,6 +140,7 @@ def main(argv=None):
     from vlexport import calibration
     from vlexport.bench.machine import machine_info
     from vlexport.export.build import build
+    from vlexport.export.fuse import fuse_for_ort
     from vlexport.export.quantize import int8_weights, quantize_int8, saturating_cpu
     from vlexport.families.visual_bert.from_bert import fit_answer_head, visualbert_from_bert
     from vlexport.runtime.backends.onnxruntime import make_session
@@ -175,6 +178,11 @@ def main(argv=None):
              for i in range(0, len(caps), 4)]
     static.update(smoothquant(art / "model.onnx", tmp, calib, a.threads))
     static.update(per_token(art / "model.onnx", tmp, calib, a.threads))
+    # the same from the ORT-fused fp32 graph (MultiHeadAttention, BiasGelu), which the build quantizes when faster
+    fuse_for_ort(art / "model.onnx", tmp / "fused.onnx")
+    quantize_int8(tmp / "fused.onnx", tmp / "fused-plain.int8.onnx")
+    static["ort-int8-fused-plain"] = tmp / "fused-plain.int8.onnx"
+    static.update(per_token(tmp / "fused.onnx", tmp, calib, a.threads, fp32_kept=(0,), tag="-fused"))
     fused = {"ort-fp32-fused": ort(art / "model.ort.onnx")} if (art / "model.ort.onnx").is_file() else {}
     runners = {"transformers": eager, "ort-fp32": ort(art / "model.onnx"), **fused,
                "ort-int8-plain": ort(tmp / "plain.int8.onnx"), "ort-int8-gated": ort(art / "model.int8.onnx"),
@@ -204,7 +212,8 @@ def main(argv=None):
     result = {"date": datetime.date.today().isoformat(), "machine": machine_info(a.threads),
               "model": "VisualBERT-VQA, text side all-MiniLM-L6-v2 (trained), visual projection random, head a "
                        "linear probe on the corpus", "inputs": "T=20, V=36 detector-like regions, corpus questions",
-              "accuracy_vs_fp32": acc, "p50_ms": latency, "search": search, "int8_weights": weights}
+              "accuracy_vs_fp32": acc, "p50_ms": latency, "search": search, "int8_weights": weights,
+              "gated_source_graph": gated.get("source_graph")}
 
     stem = a.out / (a.stem or f"{result['date']}-int8-tradeoff-cpu" + ("-no-vnni" if saturating_cpu() else ""))
     a.out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +223,8 @@ def main(argv=None):
              f"Machine: {result['machine'].get('cpu')} ({', '.join(result['machine'].get('cpu_flags') or [])}), "
              f"{a.threads} threads. Command: `python benchmarks/run_int8_tradeoff.py`.",
              f"Int8 weights: plain graphs {weights['plain']}, the build's gated graph {weights['gated']}, per-token "
-             f"graphs {weights['per_token']}.",
+             f"graphs {weights['per_token']}. The build's gated graph was quantized from: "
+             f"{json.dumps(gated.get('source_graph') or {'graph': 'plain', 'rule': 'no fused graph'})}.",
              "", "| runner | B=1 p50 ms | x eager | B=32 p50 ms | x eager | worst-row cosine vs fp32 | top-1 vs fp32 |",
              "|---|---|---|---|---|---|---|"]
     for name in runners:

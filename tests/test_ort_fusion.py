@@ -1,10 +1,12 @@
 """ORT-fused fp32 graphs (vlexport.export.fuse): onnxscript's fusions match our dynamo graphs (attention as
 MultiHeadAttention with the mask as a bias, SkipLayerNormalization, BiasGelu), keep heavily padded inputs
 correct in both the text and the visual part (the trap of ORT's own BERT optimizer), and the runtime serves
-the fused graph where the build kept it, the plain graph everywhere else."""
+the fused graph where the build kept it, the plain graph everywhere else. int8 quantizes the fused graph
+when it is the faster source (`--fuse always`: whenever it validated), gated against the plain fp32 graph."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -20,7 +22,8 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def fused_artifact(tmp_path_factory):
-    return build("tiny-visualbert-vqa", tmp_path_factory.mktemp("fuse") / "art", fuse="always", progress=False)
+    return build("tiny-visualbert-vqa", tmp_path_factory.mktemp("fuse") / "art", fuse="always", int8=True,
+                 progress=False)
 
 
 def _padded_feeds(rng, batch=4, text=16, visual=12, real_text=(2, 3, 16, 5), real_visual=(1, 12, 2, 3)):
@@ -94,6 +97,33 @@ def test_heavy_padding_gives_the_reference_answer(fused_artifact):
     loose = vlexport.load(fused_artifact)(**{**feeds, "attention_mask": np.ones_like(feeds["attention_mask"]),
                                            "visual_attention_mask": np.ones_like(feeds["visual_attention_mask"])})
     assert np.abs(loose.logits - fused).max() > 1e-3
+
+
+def test_int8_is_quantized_from_the_fused_graph_and_keeps_padding_right(fused_artifact):
+    from rich.console import Console
+
+    from vlexport.report import manifest_tables
+
+    m = json.loads((fused_artifact / "manifest.json").read_text())
+    int8 = m["graphs"]["model"]["onnx"]["int8"]
+    assert int8["source_graph"] == {"graph": "fused", "rule": "--fuse always"}
+    ops = {n.op_type for n in onnx.load(str(fused_artifact / int8["file"])).graph.node}
+    assert "MultiHeadAttention" in ops and ops & {"DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat"}
+    assert m["graphs"]["model"]["validation"]["int8"]["passed"]
+    # mostly padding, in both parts: int8 follows fp32, and the masks still matter
+    feeds = _padded_feeds(np.random.default_rng(2))
+    fp32 = vlexport.load(fused_artifact, precision="fp32", fused=False)(**feeds).logits
+    model = vlexport.load(fused_artifact, precision="int8")
+    got = model(**feeds).logits
+    cos = (fp32 * got).sum(-1) / np.linalg.norm(fp32, axis=-1) / np.linalg.norm(got, axis=-1)
+    assert cos.min() >= 0.99 and (fp32.argmax(-1) == got.argmax(-1)).all(), cos
+    loose = model(**{**feeds, "attention_mask": np.ones_like(feeds["attention_mask"]),
+                     "visual_attention_mask": np.ones_like(feeds["visual_attention_mask"])}).logits
+    assert np.abs(loose - got).max() > 1e-3
+    console = Console(width=300, record=True, file=io.StringIO())
+    for t in manifest_tables(m):
+        console.print(t)
+    assert "quantized from the ORT-fused fp32 graph" in console.export_text()  # `vlexport inspect` says so
 
 
 def test_a_tampered_fused_graph_is_refused(fused_artifact, tmp_path):

@@ -84,6 +84,8 @@ def manifest_tables(m: dict) -> list:
                 from vlexport.export.quantize import int8_weights
 
                 note += "; " + int8_weights(e)
+            if prec == "int8" and e.get("source_graph", {}).get("graph") == "fused":
+                note += "; quantized from the ORT-fused fp32 graph"
             t.add_row(T(prec), T("onnx"), T(e.get("file")), T(f"{e.get('bytes', 0) / 2**20:.1f}"), T(note))
         for prec, e in (g.get("engines") or {}).items():
             t.add_row(T(prec), T("tensorrt"), T(e.get("file")), T(f"{e.get('bytes', 0) / 2**20:.1f}"),
