@@ -145,6 +145,25 @@ def test_int8_gate_held_on_the_validation_and_held_out_sets(trained_artifact):
     assert {h["seed"] for h in rep["held_out"]}.isdisjoint({rep["seed"]})
 
 
+def test_int8_source_graph_is_the_timed_choice(trained_artifact):
+    """Where the build validated a fused fp32 graph (the DINOv2 tower is slow enough to try), int8 was quantized
+    from whichever of the two gave the faster plain int8 copy, and the file on disk is that one."""
+    import onnx
+
+    from vlexport.artifact import Artifact
+
+    art = Artifact(trained_artifact)
+    for name in ("vision", "text"):
+        int8 = art.graph_entry(name)["onnx"]["int8"]
+        source = int8.get("source_graph")
+        if source is None:  # no fused graph to choose from (under 5 ms per call at the opt shape, or no match)
+            continue
+        assert source["graph"] in ("fused", "plain") and source["plain_int8_ms"] > 0 and source["fused_int8_ms"] > 0
+        ops = {n.op_type for n in onnx.load(str(trained_artifact / int8["file"]), load_external_data=False).graph.node}
+        assert ("MultiHeadAttention" in ops) == (source["graph"] == "fused"), (name, source)
+    assert art.graph_entry("vision")["onnx"]["int8"].get("source_graph"), "the DINOv2 tower was expected to fuse"
+
+
 @needs_dinov2
 def test_fp32_image_embeddings_match_transformers_dinov2(trained_artifact, dinov2_vit):
     """The vision graph = HF ViTModel(DINOv2 folder).pooler_output @ the artifact's visual projection,
