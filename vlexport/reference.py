@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from vlexport.sources import family_of, model_config
-from vlexport.weights import load_into, read_state_dict
+from vlexport.weights import LazyTensors, load_into, read_state_dict
 
 
 @dataclass
@@ -75,6 +75,13 @@ def from_pretrained(path_or_id: str, architecture: str | None = None, random_wei
     config = family.config_from_dict(cfg)
     model = family.model_class(arch)(config)
     tied = getattr(model, "tied_weights", dict)()
-    load_into(model, read_state_dict(folder), base_prefix=family.base_prefix, tied=tied, source=str(folder),
-              head_prefixes=family.head_prefixes)
+    # a model part too large for PyTorch here (a 7B decoder) is read from the folder tensor by tensor when its
+    # graph is written: the model says which checkpoint keys those are (a predicate, or None), and PyTorch
+    # never loads them
+    streams = getattr(model, "streamed_keys", lambda: None)()
+    keep = (lambda k: not streams(k)) if streams else None
+    load_into(model, read_state_dict(folder, keep=keep), base_prefix=family.base_prefix, tied=tied,
+              source=str(folder), head_prefixes=family.head_prefixes)
+    if streams:
+        model.attach_streamed(LazyTensors(folder, keep=streams), source=str(folder))
     return Loaded(model.eval(), config, arch, family, path_or_id, folder, "checkpoint")

@@ -2,7 +2,8 @@
 
 `.bin` files are read with torch.load(weights_only=True): tensors only, no pickled code runs; a
 file that holds anything else is refused as unsafe (one line, never torch's hint to turn the
-safety off).
+safety off). A model part too large to hold (a 7B decoder) is read one tensor at a time instead
+(`LazyTensors`), while its graph is written.
 """
 
 from __future__ import annotations
@@ -35,39 +36,98 @@ def find_weights(folder: Path) -> list[Path]:
     raise CheckpointError(f"no weights in '{folder}': expected one of {WEIGHT_FILES}")
 
 
-def read_state_dict(folder: Path) -> dict:
-    """All tensors of a checkpoint folder, as float32/int CPU tensors."""
+def _read_bin(f: Path, mmap: bool = False) -> dict:
+    import pickle
+    import warnings
+
     import torch
 
+    try:
+        with warnings.catch_warnings():
+            # torch warns (two lines on stderr) about a plain pickle's protocol before refusing it; the
+            # refusal below is the one line the user needs
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
+            part = torch.load(f, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{f} was refused as unsafe: it holds pickled objects other than tensors, "
+                              f"and vlexport never runs code from a checkpoint. Convert it to "
+                              f"safetensors with a tool you trust") from None
+    if not isinstance(part, dict):
+        raise CheckpointError(f"{f} holds a {type(part).__name__}, not a state dict")
+    return part
+
+
+def read_state_dict(folder: Path, keep=None) -> dict:
+    """The tensors of a checkpoint folder, as float32/int CPU tensors: all of them, or those whose key
+    `keep(key)` accepts (a safetensors file then reads only those; a .bin file is memory-mapped)."""
     state = {}
     for f in find_weights(Path(folder)):
         try:
             if f.suffix == ".safetensors":
-                from safetensors.torch import load_file
+                from safetensors import safe_open
 
-                part = load_file(str(f))
+                with safe_open(str(f), framework="pt") as fh:
+                    part = {k: fh.get_tensor(k) for k in fh.keys() if keep is None or keep(k)}
             else:
-                import pickle
-                import warnings
-
-                try:
-                    with warnings.catch_warnings():
-                        # torch warns (two lines on stderr) about a plain pickle's protocol before refusing
-                        # it; the refusal below is the one line the user needs
-                        warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
-                        part = torch.load(f, map_location="cpu", weights_only=True)
-                except pickle.UnpicklingError:
-                    raise CheckpointError(f"{f} was refused as unsafe: it holds pickled objects other than tensors, "
-                                          f"and vlexport never runs code from a checkpoint. Convert it to "
-                                          f"safetensors with a tool you trust") from None
-                if not isinstance(part, dict):
-                    raise CheckpointError(f"{f} holds a {type(part).__name__}, not a state dict")
+                part = _read_bin(f, mmap=keep is not None)
+                part = {k: v for k, v in part.items() if keep is None or keep(k)}
         except CheckpointError:
             raise
         except Exception as exc:  # truncated/corrupted files surface as many exception types
             raise CheckpointError(f"cannot read weights file {f}: {type(exc).__name__}: {exc}") from None
         state.update(part)
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+class LazyTensors:
+    """The tensors of a checkpoint folder whose key `keep(key)` accepts, read one at a time when asked:
+    for a model too large to hold (a 7B decoder is 27 GB in fp32) whose graph is written tensor by tensor.
+    safetensors files are memory-mapped and read per tensor; .bin files are memory-mapped by torch.load
+    (`mmap=True`: the zip format torch has written since 1.6). `shape(key)` reads no data."""
+
+    def __init__(self, folder: Path, keep):
+        self.folder, self._where, self._bins = Path(folder), {}, {}
+        for f in find_weights(self.folder):
+            try:
+                if f.suffix == ".safetensors":
+                    from safetensors import safe_open
+
+                    with safe_open(str(f), framework="pt") as fh:
+                        for k in fh.keys():
+                            if keep(k):
+                                self._where[k] = (f, tuple(fh.get_slice(k).get_shape()))
+                else:
+                    part = _read_bin(f, mmap=True)
+                    self._bins[f] = part
+                    self._where.update({k: (f, tuple(v.shape)) for k, v in part.items() if keep(k)})
+            except CheckpointError:
+                raise
+            except Exception as exc:  # truncated/corrupted files, or a .bin torch cannot memory-map
+                raise CheckpointError(f"cannot read weights file {f}: {type(exc).__name__}: {exc}") from None
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._where
+
+    def shape(self, key: str) -> tuple:
+        return self._where[key][1]
+
+    def get(self, key: str):
+        """The tensor `key` as a float32 numpy array (KeyError when the checkpoint has none)."""
+        f, _ = self._where[key]
+        try:
+            if f in self._bins:
+                t = self._bins[f][key]
+            else:
+                from safetensors import safe_open
+
+                with safe_open(str(f), framework="pt") as fh:
+                    t = fh.get_tensor(key)
+            return t.float().numpy()
+        except Exception as exc:  # a file truncated or changed since it was opened
+            raise CheckpointError(f"cannot read '{key}' from {f}: {type(exc).__name__}: {exc}") from None
 
 
 _RENAMES = [(re.compile(r"\.gamma$"), ".weight"), (re.compile(r"\.beta$"), ".bias")]

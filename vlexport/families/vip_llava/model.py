@@ -19,8 +19,10 @@ Three graphs, driven by the "chat" pipeline (vlexport.families.vip_llava.pipelin
 The merge of image features at `<image>` positions is a numpy assignment in the runtime (one
 boolean-mask write: nothing a graph would do faster). The decoder graph is written layer by layer
 (vlexport.towers.llama_onnx) rather than traced, so a 7B decoder never has to exist in PyTorch:
-above STREAM_ABOVE parameters the model holds no decoder layers at all and the writer streams
-deterministic random weights (numpy) into the graph's external data.
+above STREAM_ABOVE parameters the model holds no decoder layers at all and the writer streams the
+decoder's weights into the graph's external data one tensor at a time: from the checkpoint folder
+(vlexport.weights.LazyTensors; PyTorch loads only the vision tower, the projector and the token
+embeddings), or deterministic random ones (numpy) for `--random-weights`.
 """
 
 from __future__ import annotations
@@ -91,9 +93,57 @@ class VipLlavaForConditionalGeneration(Pretrained, nn.Module):
         out["language_model.lm_head.weight"] = "lm_head.weight"
         return out
 
+    def streamed_keys(self):
+        """For a streamed decoder, the predicate of the checkpoint keys PyTorch does not load (the decoder's
+        layers, final norm and lm_head, in either layout): vlexport.reference reads them lazily and hands
+        them to attach_streamed. None otherwise: everything loads into PyTorch."""
+        return (lambda key: _decoder_name(key) is not None) if self.streamed else None
+
+    def attach_streamed(self, tensors, source: str):
+        """Stream the decoder from `tensors` (vlexport.weights.LazyTensors of the streamed keys). Checked here,
+        before any graph is written, as strictly as load_into checks the rest: every tensor the decoder needs,
+        none it does not know, each of the config's shape (the shapes come from the files' headers)."""
+        from vlexport.errors import CheckpointError
+        from vlexport.towers.llama_numpy import LlamaDims, tensor_names
+
+        dims = LlamaDims.from_config(self.config.text_config.to_dict())
+        names, unexpected, problems = {}, [], []
+        for key in tensors.keys():
+            name = _decoder_name(key)
+            if name == "":  # a constant some checkpoints stored (rotary inv_freq), computed from the config
+                continue
+            try:
+                want = dims.shape(name)
+            except KeyError:
+                unexpected.append(key)
+                continue
+            if tuple(tensors.shape(key)) != want:
+                problems.append(f"'{key}' has shape {tuple(tensors.shape(key))}, the config implies {want}")
+            names[name] = key
+        optional = {"lm_head.weight"} if self.tied_weights() else set()
+        missing = [n for n in tensor_names(dims) if n not in names and n not in optional]
+        for what, keys in (("unexpected keys", unexpected), ("missing decoder tensors", missing)):
+            if keys:
+                more = f" ... ({len(keys)} in all)" if len(keys) > 8 else ""
+                problems.insert(0, f"{what}: {', '.join(keys[:8])}{more}")
+        if problems:
+            raise CheckpointError(f"{source} does not match the config's Llama decoder: " + "; ".join(problems))
+        self._streamed = (tensors, names)
+
     def decoder_weights(self):
         """name -> float32 array in HF LlamaForCausalLM's keys (`model.layers.0...`, `lm_head.weight`):
-        what the decoder-graph writer reads. From this model's tensors, or streamed random weights."""
+        what the decoder-graph writer reads. From this model's tensors, or, for a streamed decoder, one
+        tensor at a time from the checkpoint folder (attach_streamed) or random (`--random-weights`)."""
+        if self.streamed and getattr(self, "_streamed", None):
+            tensors, names = self._streamed
+            embed = self.model.language_model.embed_tokens.weight
+
+            def streamed(name):  # a KeyError names an unknown tensor (llama_numpy.fetch reports it)
+                if name == "lm_head.weight" and name not in names:  # tied: the embeddings PyTorch holds
+                    return embed.detach().float().numpy()
+                return tensors.get(names[name])
+
+            return streamed
         if self.streamed:
             from vlexport.towers.llama_numpy import random_llama_weights
 
@@ -244,6 +294,20 @@ class _DecoderGraph(nn.Module):
             if not self.streamed:  # rounded once, not per call (a streamed decoder has no room for a copy)
                 weights = _memoized(weights)
         return lambda feeds: reference_decoder(c.to_dict(), weights, c.inv_freq(), feeds)
+
+
+def _decoder_name(key: str) -> str | None:
+    """The HF LlamaForCausalLM key the decoder writer uses for checkpoint key `key` (transformers 5's
+    `model.language_model.*` / `lm_head.weight`, or the public checkpoints' transformers-4
+    `language_model.model.*` / `language_model.lm_head.weight`); "" for a stored rotary constant; None
+    for keys outside the decoder (the vision tower, the projector, the token embeddings)."""
+    for prefix in ("model.language_model.", "language_model.model."):
+        if key.startswith(prefix):
+            rest = key[len(prefix):]
+            if rest.startswith("embed_tokens."):
+                return None
+            return "" if rest.endswith("rotary_emb.inv_freq") else "model." + rest
+    return "lm_head.weight" if key in ("lm_head.weight", "language_model.lm_head.weight") else None
 
 
 def _memoized(weights):
