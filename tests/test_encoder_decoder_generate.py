@@ -20,11 +20,16 @@ from vlexport.export.build import build  # noqa: E402
 N_IMAGES = 20
 
 
-@pytest.fixture(scope="module", params=[("vit", "gpt2"), ("deit", "gpt2"), ("deit", "trocr"), ("vit", "bert")],
-                ids=["vit-gpt2", "deit-gpt2", "deit-trocr", "vit-bert"])
+@pytest.fixture(scope="module", params=[("vit", "gpt2", {}), ("deit", "gpt2", {}), ("deit", "trocr", {}),
+                                        ("deit", "trocr", {"use_learned_position_embeddings": False,
+                                                           "scale_embedding": True}),
+                                        ("vit", "bert", {})],
+                ids=["vit-gpt2", "deit-gpt2", "deit-trocr", "deit-trocr-sinusoidal", "vit-bert"])
 def captioner(request, tmp_path_factory):
-    encoder, decoder = request.param
-    hf = make_hf_model(encoder, seed=7, decoder=decoder)  # deit-trocr: TrOCR-small's shape (DeiT + TrOCR decoder)
+    encoder, decoder, kw = request.param
+    # deit-trocr: TrOCR's layout on a DeiT encoder; -sinusoidal: trocr-small's decoder (fixed sinusoidal
+    # positions numbered from the pad id, so the pad tokens of rows that finished get the zero row, as in HF)
+    hf = make_hf_model(encoder, seed=7, decoder=decoder, **kw)
     folder = save_hf_model(hf, tmp_path_factory.mktemp(f"cap-{encoder}-{decoder}"))
     from vlexport.specs import AxisRange
 

@@ -13,16 +13,21 @@ from oracle import save_hf_model
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module", params=[("vit", 32, "gpt2"), ("deit", 32, "gpt2"), ("vit", 48, "gpt2"),
-                                        ("vit", 32, "trocr"), ("deit", 48, "trocr"), ("vit", 32, "bert"),
-                                        ("deit", 48, "bert")],
-                ids=["vit-gpt2", "deit-gpt2", "vit-gpt2-proj", "vit-trocr", "deit-trocr-cross48", "vit-bert",
-                     "deit-bert-proj"])
+# trocr-small's decoder: fixed sinusoidal positions numbered from the pad id, a scaled embedding
+TROCR_SMALL = {"use_learned_position_embeddings": False, "scale_embedding": True}
+
+
+@pytest.fixture(scope="module", params=[("vit", 32, "gpt2", {}), ("deit", 32, "gpt2", {}), ("vit", 48, "gpt2", {}),
+                                        ("vit", 32, "trocr", {}), ("deit", 48, "trocr", {}),
+                                        ("deit", 48, "trocr", TROCR_SMALL), ("vit", 32, "bert", {}),
+                                        ("deit", 48, "bert", {})],
+                ids=["vit-gpt2", "deit-gpt2", "vit-gpt2-proj", "vit-trocr", "deit-trocr-cross48",
+                     "deit-trocr-sinusoidal", "vit-bert", "deit-bert-proj"])
 def pair(request, tmp_path_factory):
     from vlexport.families.vision_encoder_decoder.model import VisionEncoderDecoderModel
 
-    encoder, width, decoder = request.param
-    hf = make_hf_model(encoder, enc_hidden=width, decoder=decoder)
+    encoder, width, decoder, kw = request.param
+    hf = make_hf_model(encoder, enc_hidden=width, decoder=decoder, **kw)
     folder = save_hf_model(hf, tmp_path_factory.mktemp(f"ved-{encoder}-{width}-{decoder}"))
     return hf, VisionEncoderDecoderModel.from_pretrained(str(folder))
 
@@ -81,3 +86,18 @@ def test_embedded_full_size_configs_have_transformers_parameters(model_id):
     assert count(ours) == count(hf) > 100_000_000
     for part in ("encoder", "decoder"):
         assert count(getattr(ours, part)) == count(getattr(hf, part)), part
+
+
+def test_sinusoidal_trocr_needs_an_integer_pad_id():
+    """trocr-small numbers its positions from pad_token_id: a config whose pad id is no token id is refused
+    by name (a missing one takes TrOCRConfig's default, 1, as in transformers)."""
+    from vlexport.errors import ConfigError
+    from vlexport.towers.config import decoder_config
+
+    base = {"model_type": "trocr", "d_model": 32, "decoder_layers": 1, "decoder_attention_heads": 4,
+            "decoder_ffn_dim": 37, "vocab_size": 50, "use_learned_position_embeddings": False}
+    assert not decoder_config({**base, "pad_token_id": 1}).use_learned_position_embeddings
+    assert decoder_config({**base, "pad_token_id": None}).pad_token_id == 1
+    for bad in ("1", 1.0, -1, 50, True):
+        with pytest.raises(ConfigError, match="pad_token_id"):
+            decoder_config({**base, "pad_token_id": bad})

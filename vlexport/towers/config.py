@@ -272,9 +272,12 @@ class TrOCRDecoderConfig(_TowerConfig):
 
     def validate(self):
         self._check()
-        if not self.use_learned_position_embeddings:
-            raise ConfigError("TrOCR decoders with sinusoidal positions (use_learned_position_embeddings=false) are "
-                              "not supported yet; the public trocr-base/large checkpoints use learned positions")
+        pad = self.pad_token_id
+        if not self.use_learned_position_embeddings and not (
+                isinstance(pad, int) and not isinstance(pad, bool) and 0 <= pad < self.vocab_size):
+            raise ConfigError(f"a TrOCR decoder with sinusoidal positions (use_learned_position_embeddings=false) "
+                              f"numbers its positions from pad_token_id, which must be a token id in "
+                              f"[0, {self.vocab_size}); got {pad!r}")
 
 
 DECODERS = {"gpt2": DecoderTowerConfig, "trocr": TrOCRDecoderConfig}

@@ -1,6 +1,7 @@
 """TrOCR's text decoder (HF's TrOCRForCausalLM) in plain PyTorch, with the same step interface and
 fixed-capacity KV cache of vlexport.towers.cached_attention: BART-style post-LN layers with
-self-attention, cross-attention to the image, and an FFN; learned positions offset by 2, optional
+self-attention, cross-attention to the image, and an FFN; learned positions offset by 2 (trocr-base and
+-large) or fixed sinusoidal ones (trocr-small: `use_learned_position_embeddings=false`), optional
 embedding scale and embedding LayerNorm, `output_projection` tied to the token embeddings.
 Names are HF's (`model.decoder.layers.N.self_attn.q_proj`, `encoder_attn`, `fc1`, `output_projection`).
 """
@@ -57,11 +58,28 @@ class TrOCRDecoderLayer(nn.Module):
         return self.final_layer_norm(x + self.fc2(self.act(self.fc1(x)))), k, v
 
 
+def sinusoidal_positions(rows: int, dim: int, pad: int) -> torch.Tensor:
+    """HF's TrOCRSinusoidalPositionalEmbedding table (tensor2tensor's: sin then cos halves, frequencies
+    10000^(-i / (half - 1))), with row `pad` zero, computed as HF computes it (float32 torch ops)."""
+    half = dim // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.int64).float() * -(math.log(10000) / (half - 1)))
+    angles = torch.arange(rows, dtype=torch.int64).float().unsqueeze(1) * freq.unsqueeze(0)
+    table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    if dim % 2:
+        table = torch.cat([table, torch.zeros(rows, 1)], dim=1)
+    table[pad] = 0
+    return table
+
+
 class _Stack(nn.Module):
     def __init__(self, c, encoder_size: int):
         super().__init__()
         self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model)
-        self.embed_positions = nn.Embedding(c.max_position_embeddings + 2, c.d_model)  # HF's offset of 2
+        if c.use_learned_position_embeddings:
+            self.embed_positions = nn.Embedding(c.max_position_embeddings + 2, c.d_model)  # HF's offset of 2
+        else:  # a constant of the config, not a checkpoint tensor (HF does not save it either)
+            rows = c.max_position_embeddings + c.pad_token_id + 1
+            self.register_buffer("sinusoid", sinusoidal_positions(rows, c.d_model, c.pad_token_id), persistent=False)
         if c.layernorm_embedding:
             self.layernorm_embedding = nn.LayerNorm(c.d_model)
         self.layers = nn.ModuleList(TrOCRDecoderLayer(c, encoder_size) for _ in range(c.decoder_layers))
@@ -91,8 +109,13 @@ class TrOCRDecoder(nn.Module):
         return stack_cross_kv([layer.encoder_attn.keys_values for layer in self.layers], encoder_hidden)
 
     def forward(self, input_ids, position_ids, cache_mask, past_keys, past_values, cross_keys, cross_values):
-        d = self.model.decoder
-        x = d.embed_tokens(input_ids) * self.embed_scale + d.embed_positions(position_ids + 2)  # (B, T, D)
+        d, c = self.model.decoder, self.config
+        if c.use_learned_position_embeddings:
+            pos = d.embed_positions(position_ids + 2)
+        else:  # HF numbers a token pad + 1 + its position, and gives a pad token the zero row `pad`
+            pad = c.pad_token_id
+            pos = d.sinusoid[torch.where(input_ids == pad, pad, position_ids + pad + 1)]
+        x = d.embed_tokens(input_ids) * self.embed_scale + pos  # (B, T, D)
         if hasattr(d, "layernorm_embedding"):
             x = d.layernorm_embedding(x)
         x, k, v = decode_step(self.layers, x, cache_mask, past_keys, past_values, cross_keys, cross_values)
