@@ -13,8 +13,18 @@ SMALL_VISION = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_laye
 # initializer_range 0.4 (20x HF's): random captioners whose tokens depend on the image and the prefix
 # (at 0.02 every image gets the same repeated token, which tests nothing)
 INIT = 0.4
+# Swin at 32 px in 4-px patches: an 8x8 grid in windows of 4 (shifted blocks, masked), then 4x4 (one window:
+# never shifted), 32 wide at the end; swin-pad: 40 px, grids of 10 and 5 padded to whole windows
+SMALL_SWIN = dict(image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4)
+
+
+def _swin(t, hidden_size=None, **kw):  # Swin's width is embed_dim x 2^(stages - 1), not a setting
+    return t.SwinConfig(**{**SMALL_SWIN, "initializer_range": INIT, **kw})
+
+
 ENCODERS = {"vit": lambda t, **kw: t.ViTConfig(**{**SMALL_VISION, "initializer_range": INIT, **kw}),
-            "deit": lambda t, **kw: t.DeiTConfig(**{**SMALL_VISION, "initializer_range": INIT, **kw})}
+            "deit": lambda t, **kw: t.DeiTConfig(**{**SMALL_VISION, "initializer_range": INIT, **kw}),
+            "swin": _swin, "swin-pad": lambda t, hidden_size=None, **kw: _swin(t, image_size=40, **kw)}
 START, EOS, PAD = 1, 2, 0
 
 

@@ -20,9 +20,10 @@ TROCR_SMALL = {"use_learned_position_embeddings": False, "scale_embedding": True
 @pytest.fixture(scope="module", params=[("vit", 32, "gpt2", {}), ("deit", 32, "gpt2", {}), ("vit", 48, "gpt2", {}),
                                         ("vit", 32, "trocr", {}), ("deit", 48, "trocr", {}),
                                         ("deit", 48, "trocr", TROCR_SMALL), ("vit", 32, "bert", {}),
-                                        ("deit", 48, "bert", {})],
+                                        ("deit", 48, "bert", {}), ("swin", 32, "bert", {}),
+                                        ("swin-pad", 32, "gpt2", {"n_embd": 48})],
                 ids=["vit-gpt2", "deit-gpt2", "vit-gpt2-proj", "vit-trocr", "deit-trocr-cross48",
-                     "deit-trocr-sinusoidal", "vit-bert", "deit-bert-proj"])
+                     "deit-trocr-sinusoidal", "vit-bert", "deit-bert-proj", "swin-bert", "swin-padded-gpt2-proj"])
 def pair(request, tmp_path_factory):
     from vlexport.families.vision_encoder_decoder.model import VisionEncoderDecoderModel
 
@@ -35,7 +36,7 @@ def pair(request, tmp_path_factory):
 @pytest.mark.parametrize("batch,length", [(1, 1), (3, 7), (2, 15)])
 def test_teacher_forced_logits_match_transformers(pair, batch, length):
     hf, ours = pair
-    px = torch.from_numpy(images(batch, seed=length))
+    px = torch.from_numpy(images(batch, seed=length, size=hf.config.encoder.image_size))
     ids = torch.randint(3, 50, (batch, length), generator=torch.Generator().manual_seed(length))
     ids[:, 0] = START
     with torch.no_grad():
@@ -49,7 +50,7 @@ def test_cached_steps_equal_the_full_forward(pair):
     """Token by token through a preallocated cache of capacity 12 (slots filled as we go)."""
     hf, ours = pair
     B, T, cap = 2, 9, 12
-    px = torch.from_numpy(images(B, seed=3))
+    px = torch.from_numpy(images(B, seed=3, size=hf.config.encoder.image_size))
     ids = torch.randint(3, 50, (B, T), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         full = ours(pixel_values=px, decoder_input_ids=ids).logits

@@ -444,7 +444,7 @@ def image_processor_from_pretrained(folder, default: str = "ViTImageProcessor", 
 
 # the image processor HF's checkpoints of each vision tower model_type use, for folders without one
 TOWER_IMAGE_PROCESSORS = {"vit": "ViTImageProcessor", "deit": "DeiTImageProcessor",
-                          "clip_vision_model": "CLIPImageProcessor"}
+                          "clip_vision_model": "CLIPImageProcessor", "swin": "ViTImageProcessor"}
 
 
 def at_size(proc, size: int):

@@ -9,6 +9,7 @@ from vlexport.errors import ConfigError
 from vlexport.hf_config import HFConfig
 from vlexport.towers.config import (BertDecoderConfig, DecoderTowerConfig, TrOCRDecoderConfig, VisionTowerConfig,
                                     decoder_config)
+from vlexport.towers.swin_config import SwinTowerConfig
 
 
 def _token_id(v, name, vocab):
@@ -23,7 +24,7 @@ def _token_id(v, name, vocab):
 
 @dataclass
 class EncoderDecoderConfig(HFConfig):
-    encoder: VisionTowerConfig = field(default_factory=VisionTowerConfig)
+    encoder: VisionTowerConfig | SwinTowerConfig = field(default_factory=VisionTowerConfig)
     decoder: DecoderTowerConfig | TrOCRDecoderConfig = field(default_factory=DecoderTowerConfig)
     decoder_start_token_id: int | None = None
     eos_token_id: int | None = None
@@ -38,8 +39,9 @@ class EncoderDecoderConfig(HFConfig):
         for name in ("encoder", "decoder"):
             if kw.get(name) is None:
                 raise ConfigError(f"a {cls.MODEL_TYPE} config needs '{name}' (the {name}'s config)")
-        if not isinstance(kw["encoder"], VisionTowerConfig):
-            kw["encoder"] = VisionTowerConfig.from_dict(kw["encoder"])
+        if not isinstance(kw["encoder"], (VisionTowerConfig, SwinTowerConfig)):
+            swin = isinstance(kw["encoder"], dict) and kw["encoder"].get("model_type") == "swin"
+            kw["encoder"] = (SwinTowerConfig if swin else VisionTowerConfig).from_dict(kw["encoder"])
         if not isinstance(kw["decoder"], (DecoderTowerConfig, TrOCRDecoderConfig, BertDecoderConfig)):
             kw["decoder"] = decoder_config(kw["decoder"])
         return kw

@@ -1,7 +1,7 @@
 """VisionEncoderDecoder (image captioning, OCR) in plain PyTorch, written for export.
 
-Reads top to bottom: a ViT-style vision encoder (vlexport.towers.vit: ViT, DeiT) -> an optional
-enc_to_dec_proj (when the widths differ) -> a text decoder with cross-attention
+Reads top to bottom: a vision encoder (vlexport.towers.vit: ViT, DeiT; vlexport.towers.swin: Swin) ->
+an optional enc_to_dec_proj (when the widths differ) -> a text decoder with cross-attention
 (vlexport.towers.gpt2: GPT-2; vlexport.towers.trocr: TrOCR's decoder; vlexport.towers.bert_decoder:
 BERT as a decoder). Names mirror HF's VisionEncoderDecoderModel (`encoder.`, `decoder.`,
 `enc_to_dec_proj`), so checkpoints such as nlpconnect/vit-gpt2-image-captioning load by their keys.
@@ -26,6 +26,7 @@ from vlexport.outputs import ModelOutput
 from vlexport.towers.bert_decoder import BertDecoder
 from vlexport.towers.gpt2 import GPT2Decoder
 from vlexport.towers.trocr import TrOCRDecoder
+from vlexport.towers.swin import SwinTower
 from vlexport.towers.vit import VisionTower
 
 
@@ -34,7 +35,7 @@ class VisionEncoderDecoderModel(Pretrained, nn.Module):
         super().__init__()
         self.config = config
         e, d = config.encoder, config.decoder
-        self.encoder = VisionTower(e)
+        self.encoder = SwinTower(e) if e.model_type == "swin" else VisionTower(e)
         cross = d.cross_attention_hidden_size
         if e.hidden_size != d.hidden_size and cross is None:
             self.enc_to_dec_proj = nn.Linear(e.hidden_size, d.hidden_size)
@@ -56,8 +57,9 @@ class VisionEncoderDecoderModel(Pretrained, nn.Module):
 
     def checkpoint_ignored(self, key: str) -> bool:
         """GPT-2 checkpoints saved by older transformers hold the causal-mask buffers `attn.bias` /
-        `attn.masked_bias`: constants, not weights."""
-        return key.endswith((".attn.bias", ".attn.masked_bias", ".crossattention.bias", ".crossattention.masked_bias"))
+        `attn.masked_bias`, and Swin ones the window's `relative_position_index`: constants, not weights."""
+        return key.endswith((".attn.bias", ".attn.masked_bias", ".crossattention.bias", ".crossattention.masked_bias",
+                             ".relative_position_index"))
 
     def graph_modules(self) -> dict:
         return {"encoder": _EncoderGraph(self), "decoder": _DecoderGraph(self)}
