@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Full-size captioner parity, one-off: a built VisionEncoderDecoder artifact (GPT-2 decoder) against
-transformers' generate() with the same weights, greedy and 2/4-beam search.
+"""Full-size captioner parity, one-off: a built VisionEncoderDecoder artifact against transformers'
+generate() with the same weights, greedy and 2/4-beam search.
 
     vlexport build --model nlpconnect/vit-gpt2-image-captioning --random-weights --out /tmp/vitgpt2
     python benchmarks/check_captioner_parity.py /tmp/vitgpt2 [--images 3] [--new-tokens 16]
+    vlexport build --model microsoft/swin-base-patch4-window7-224-in22k+google-bert/bert-base-uncased \
+        --random-weights --out /tmp/swinbert            # the seed's Swin-B + BERT-base pairing
 
 The weights are rebuilt from the manifest (random/tiny artifacts) and loaded into
 transformers.VisionEncoderDecoderModel key for key (nothing may be missing or unexpected).
@@ -34,8 +36,8 @@ def main(argv=None) -> int:
     art = Artifact(args.artifact)
     ours = reference_model(art).eval()
     cfg = art.config
-    enc = transformers.ViTConfig(**{k: v for k, v in cfg["encoder"].items() if k != "model_type" and v is not None})
-    dec = transformers.GPT2Config(**{k: v for k, v in cfg["decoder"].items() if k != "model_type" and v is not None})
+    enc, dec = (transformers.AutoConfig.for_model(**{k: v for k, v in cfg[part].items() if v is not None})
+                for part in ("encoder", "decoder"))
     hcfg = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
     hf, info = transformers.VisionEncoderDecoderModel.from_pretrained(None, config=hcfg, state_dict=ours.state_dict(),
                                                                       output_loading_info=True)

@@ -67,7 +67,8 @@ def test_cached_steps_equal_the_full_forward(pair):
             mask[:, t] = 1
 
 
-@pytest.mark.parametrize("model_id", ["nlpconnect/vit-gpt2-image-captioning", "microsoft/trocr-base-handwritten"])
+@pytest.mark.parametrize("model_id", ["nlpconnect/vit-gpt2-image-captioning", "microsoft/trocr-base-handwritten",
+                                      "microsoft/swin-base-patch4-window7-224-in22k+google-bert/bert-base-uncased"])
 def test_embedded_full_size_configs_have_transformers_parameters(model_id):
     """Our model of each embedded public config has as many parameters (encoder, decoder, all) as
     transformers' VisionEncoderDecoderModel built from the same config (on the meta device: no memory)."""
@@ -77,7 +78,8 @@ def test_embedded_full_size_configs_have_transformers_parameters(model_id):
     config = fam.config_from_dict(cfg)
     with torch.device("meta"):
         ours = fam.model_class("VisionEncoderDecoderModel")(config)
-        enc = getattr(transformers, {"vit": "ViTConfig", "deit": "DeiTConfig"}[cfg["encoder"]["model_type"]])(
+        enc = getattr(transformers, {"vit": "ViTConfig", "deit": "DeiTConfig", "swin": "SwinConfig"}[
+            cfg["encoder"]["model_type"]])(
             **{k: v for k, v in cfg["encoder"].items() if k != "model_type"})
         dec = transformers.AutoConfig.for_model(**cfg["decoder"])
         hf_cfg = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
