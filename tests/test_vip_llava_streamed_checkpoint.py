@@ -161,3 +161,18 @@ def test_a_checkpoint_that_does_not_match_the_decoder_is_refused_before_writing(
                     lambda s: s.update({"language_model.model.layers.9.mlp.up_proj.weight": s[key].clone()}))
     with pytest.raises(CheckpointError, match=r"unexpected keys: language_model\.model\.layers\.9"):
         from_pretrained(str(extra))
+
+
+def test_a_truncated_shard_is_a_clear_error(folders, stream_all, tmp_path):
+    """A shard cut short (an interrupted download) is a CheckpointError naming the file, whether it holds
+    tensors PyTorch loads or only streamed decoder tensors."""
+    import shutil
+
+    index = json.loads((folders["sharded"] / "model.safetensors.index.json").read_text())["weight_map"]
+    for shard in sorted(set(index.values())):
+        dst = tmp_path / shard.replace(".", "_")
+        shutil.copytree(folders["sharded"], dst)
+        f = dst / shard
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+        with pytest.raises(CheckpointError, match=shard):
+            from_pretrained(str(dst)).model.decoder_weights()
