@@ -22,9 +22,18 @@ def _swin(t, hidden_size=None, **kw):  # Swin's width is embed_dim x 2^(stages -
     return t.SwinConfig(**{**SMALL_SWIN, "initializer_range": INIT, **kw})
 
 
+def _beit(t, **kw):
+    return t.BeitConfig(**{**SMALL_VISION, "initializer_range": INIT, **kw})
+
+
 ENCODERS = {"vit": lambda t, **kw: t.ViTConfig(**{**SMALL_VISION, "initializer_range": INIT, **kw}),
             "deit": lambda t, **kw: t.DeiTConfig(**{**SMALL_VISION, "initializer_range": INIT, **kw}),
-            "swin": _swin, "swin-pad": lambda t, hidden_size=None, **kw: _swin(t, image_size=40, **kw)}
+            "swin": _swin, "swin-pad": lambda t, hidden_size=None, **kw: _swin(t, image_size=40, **kw),
+            # BEiT fine-tuned style (a bias table per layer, mean pooling: no final LayerNorm on the tokens) and
+            # pre-trained style (one shared table, absolute positions, a final LayerNorm)
+            "beit": lambda t, **kw: _beit(t, use_relative_position_bias=True, **kw),
+            "beit-shared": lambda t, **kw: _beit(t, use_shared_relative_position_bias=True,
+                                                 use_absolute_position_embeddings=True, use_mean_pooling=False, **kw)}
 START, EOS, PAD = 1, 2, 0
 
 
@@ -62,12 +71,17 @@ def make_hf_model(encoder="vit", seed=0, enc_hidden=32, decoder="gpt2", **decode
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(("cls_token", "distillation_token")):
+            beit = encoder.startswith("beit")  # its extra parameters (other encoders kept as their tests chose)
+            if name.endswith(("cls_token", "distillation_token")) or beit and name.endswith("position_bias_table"):
                 p.copy_(torch.randn(p.shape, generator=g))
+            elif beit and name.endswith(("lambda_1", "lambda_2")):  # layer scale, HF's init 0.1 everywhere
+                p.copy_(0.1 + 0.5 * torch.rand(p.shape, generator=g))
             elif name.endswith("position_embeddings"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
             elif any(n in name for n in ("ln_", "layer_norm", "layernorm_embedding")) and name.endswith("weight"):
                 p.add_(0.1 * torch.randn(p.shape, generator=g))  # GPT-2's / TrOCR's LayerNorms (perturb_ knows BERT's)
+            elif beit and "layernorm" in name and name.endswith("weight"):
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
         embed = model.decoder.get_input_embeddings().weight
         embed[EOS].mul_(2.0)  # some captions end early, others run to the limit
     model.generation_config.decoder_start_token_id = START

@@ -58,7 +58,8 @@ def _compare(model, hf, vision, text, n_images, n_texts, length, seed):
     assert np.abs(model.get_image_features(pixel_values=feeds["pixel_values"]).pooler_output - hf_img).max() <= 1e-4
 
 
-@pytest.fixture(scope="module", params=[("vit", "bert"), ("clip", "roberta")], ids=lambda p: "+".join(p))
+@pytest.fixture(scope="module", params=[("vit", "bert"), ("clip", "roberta"), ("beit", "bert")],
+                ids=lambda p: "+".join(p))
 def loaded(request, tmp_path_factory):
     vision, text = request.param
     hf = make_hf_model(vision, text, seed=5)

@@ -65,13 +65,33 @@ def test_fp16_artifact_keeps_its_cache_in_fp16(tmp_path):
     out = build("tiny-captioner", tmp_path / "art", fp16=True, progress=False)
     sess = ort.InferenceSession(str(out / "decoder.fp16.onnx"), providers=["CPUExecutionProvider"])
     types = {t.name: t.type for t in (*sess.get_inputs(), *sess.get_outputs())}
-    for name in ("past_keys", "past_values", "cross_keys", "cross_values", "new_keys", "new_values"):
+    cache = [n for n in types if n.startswith(("past_", "cross_", "new_"))]
+    assert len(cache) == 6 * 2 and "past_key.1" in cache  # two layers: one tensor per layer, kind and key/value
+    for name in cache:
         assert types[name] == "tensor(float16)", name
     assert types["logits"] == "tensor(float)" and types["input_ids"] == "tensor(int64)"
     m16, m32 = vlexport.load(out, precision="fp16"), vlexport.load(out)
     assert m16.cache_dtype == np.float16 and m32.cache_dtype == np.float32
     px = np.random.default_rng(0).uniform(-1, 1, (6, 3, 32, 32)).astype(np.float32)
-    assert m16.encode(px)["cross_keys"].dtype == np.float16
+    assert m16.encode(px)["cross_key.0"].dtype == np.float16
     ids16 = m16.generate(pixel_values=px, max_new_tokens=10)
     ids32 = m32.generate(pixel_values=px, max_new_tokens=10)
     assert (ids16 == ids32).mean() > 0.9
+
+
+def test_decoder_graphs_of_another_layout_are_refused():
+    """An artifact whose decoder takes the stacked cache (vlexport's layout before per-layer inputs), or any
+    other inputs than a per-layer cache of the config's depth, is refused by name: never fed wrongly."""
+    from vlexport.errors import ArtifactError
+    from vlexport.families.vision_encoder_decoder.pipeline import check_decoder_inputs
+    from vlexport.specs import cache_names
+
+    good = ["input_ids", "position_ids", "cache_mask", *cache_names(2, "past"), *cache_names(2, "cross")]
+    check_decoder_inputs(good, 2, "art")
+    stacked = ["input_ids", "position_ids", "cache_mask", "past_keys", "past_values", "cross_keys", "cross_values"]
+    with pytest.raises(ArtifactError, match=r"art: .*stacked input \(past_keys\).*rebuild"):
+        check_decoder_inputs(stacked, 2, "art")
+    with pytest.raises(ArtifactError, match="not the 11 a 2-layer"):
+        check_decoder_inputs(good[:-2], 2, "art")
+    with pytest.raises(ArtifactError, match="not the 19 a 4-layer"):
+        check_decoder_inputs(good, 4, "art")

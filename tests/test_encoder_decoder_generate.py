@@ -1,7 +1,7 @@
 """Generation end to end: captioners saved by transformers, built with `vlexport build`, loaded with
 `vlexport.load`, give the same token ids as transformers' generate() for greedy decoding and beam
 search (2 and 4 beams) on 20 images per encoder/decoder pair (ViT/DeiT + GPT-2, DeiT + TrOCR's
-decoder, ViT + BERT as a decoder), batched and unbatched, rows finishing at different steps; sampling with a seed is reproducible and follows the model's distribution."""
+decoder, ViT + BERT as a decoder, Swin + BERT, BEiT + GPT-2), batched and unbatched, rows finishing at different steps; sampling with a seed is reproducible and follows the model's distribution."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ N_IMAGES = 20
 @pytest.fixture(scope="module", params=[("vit", "gpt2", {}), ("deit", "gpt2", {}), ("deit", "trocr", {}),
                                         ("deit", "trocr", {"use_learned_position_embeddings": False,
                                                            "scale_embedding": True}),
-                                        ("vit", "bert", {}), ("swin", "bert", {"seed": 3})],
-                ids=["vit-gpt2", "deit-gpt2", "deit-trocr", "deit-trocr-sinusoidal", "vit-bert", "swin-bert"])
+                                        ("vit", "bert", {}), ("swin", "bert", {"seed": 3}), ("beit", "gpt2", {})],
+                ids=["vit-gpt2", "deit-gpt2", "deit-trocr", "deit-trocr-sinusoidal", "vit-bert", "swin-bert",
+                     "beit-gpt2"])
 def captioner(request, tmp_path_factory):
     encoder, decoder, kw = request.param
     # deit-trocr: TrOCR's layout on a DeiT encoder; -sinusoidal: trocr-small's decoder (fixed sinusoidal

@@ -21,9 +21,11 @@ TROCR_SMALL = {"use_learned_position_embeddings": False, "scale_embedding": True
                                         ("vit", 32, "trocr", {}), ("deit", 48, "trocr", {}),
                                         ("deit", 48, "trocr", TROCR_SMALL), ("vit", 32, "bert", {}),
                                         ("deit", 48, "bert", {}), ("swin", 32, "bert", {}),
-                                        ("swin-pad", 32, "gpt2", {"n_embd": 48})],
+                                        ("swin-pad", 32, "gpt2", {"n_embd": 48}), ("beit", 32, "trocr", {}),
+                                        ("beit-shared", 48, "gpt2", {})],
                 ids=["vit-gpt2", "deit-gpt2", "vit-gpt2-proj", "vit-trocr", "deit-trocr-cross48",
-                     "deit-trocr-sinusoidal", "vit-bert", "deit-bert-proj", "swin-bert", "swin-padded-gpt2-proj"])
+                     "deit-trocr-sinusoidal", "vit-bert", "deit-bert-proj", "swin-bert", "swin-padded-gpt2-proj",
+                     "beit-trocr", "beit-shared-gpt2-proj"])
 def pair(request, tmp_path_factory):
     from vlexport.families.vision_encoder_decoder.model import VisionEncoderDecoderModel
 
@@ -56,14 +58,15 @@ def test_cached_steps_equal_the_full_forward(pair):
         full = ours(pixel_values=px, decoder_input_ids=ids).logits
         _, ck, cv = ours.encode(px)
         d = ours.config.decoder
-        pk = torch.zeros(B, d.n_layer, d.n_head, cap, d.head_size)
-        pv = torch.zeros_like(pk)
+        pk = [torch.zeros(B, d.n_head, cap, d.head_size) for _ in range(d.n_layer)]  # one buffer per layer
+        pv = [torch.zeros_like(k) for k in pk]
         mask = torch.zeros(B, cap, dtype=torch.int64)
         for t in range(T):
             logits, k, v = ours.decoder(ids[:, t:t + 1], torch.full((B, 1), t), mask, pk, pv, ck, cv)
             # logits of order 5 (the kit's large random weights): 1e-4 relative to their scale
             assert (logits[:, 0] - full[:, t]).abs().max() <= 1e-4 * max(1.0, full.abs().max()), t
-            pk[:, :, :, t], pv[:, :, :, t] = k[:, :, :, 0], v[:, :, :, 0]
+            for i in range(d.n_layer):
+                pk[i][:, :, t], pv[i][:, :, t] = k[i][:, :, 0], v[i][:, :, 0]
             mask[:, t] = 1
 
 

@@ -30,11 +30,13 @@ from PIL import Image
 from vlexport.errors import ArtifactError, ConfigError, InputError
 from vlexport.processing import vit_images as vi
 from vlexport.processing.vit_images import (
-    IMAGE_PROCESSORS, CLIPImageProcessor, DeiTImageProcessor, ViTImageProcessor, image_processor_from_pretrained)
+    IMAGE_PROCESSORS, BeitImageProcessor, CLIPImageProcessor, DeiTImageProcessor, ViTImageProcessor,
+    image_processor_from_pretrained)
 
 transformers = pytest.importorskip("transformers")
 from transformers import AutoImageProcessor  # noqa: E402
 from transformers import image_transforms as hf_tf  # noqa: E402
+from transformers.models.beit.image_processing_pil_beit import BeitImageProcessorPil  # noqa: E402
 from transformers.image_utils import get_image_size_for_max_height_width  # noqa: E402
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil  # noqa: E402
 from transformers.models.deit.image_processing_pil_deit import DeiTImageProcessorPil  # noqa: E402
@@ -45,7 +47,7 @@ TOL = 1e-5
 WORST: dict[str, list[float]] = {}  # processor class -> every comparison's max |diff|, reported last
 REPO = Path(__file__).resolve().parents[1]
 HF_CLASSES = {"ViTImageProcessor": ViTImageProcessorPil, "DeiTImageProcessor": DeiTImageProcessorPil,
-              "CLIPImageProcessor": CLIPImageProcessorPil}
+              "CLIPImageProcessor": CLIPImageProcessorPil, "BeitImageProcessor": BeitImageProcessorPil}
 IMAGENET_DEFAULT = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
 CLIP_STATS = {"image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
 
@@ -59,6 +61,10 @@ CONFIGS = {  # name -> preprocessor_config.json
                 "do_center_crop": False, **IMAGENET_DEFAULT},  # TrOCR-like
     "clip-pad": {"image_processor_type": "CLIPImageProcessorFast", "size": {"shortest_edge": 200},
                  "crop_size": {"height": 225, "width": 251}, "resample": 2, "image_mean": 0.4, "image_std": 0.3},
+    # microsoft/beit-base-patch16-224 as transformers' conversion script saves it (224 bilinear, no crop)
+    "beit": {"feature_extractor_type": "BeitFeatureExtractor", "crop_size": 224, "do_center_crop": False,
+             "do_normalize": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+             "reduce_labels": False, "resample": 2, "size": 224},
     "deit-nocrop": {"image_processor_type": "DeiTImageProcessorPil", "size": [200, 300], "do_center_crop": False,
                     "do_rescale": False, "processor_class": "SomeProcessor"},
 }
@@ -211,7 +217,7 @@ def test_synthetic_sizes_match_hf(pair, config):
         check(ours, hf, images)
 
 
-@pytest.mark.parametrize("config", ["vit", "deit", "clip", "clip-pad", "deit-nocrop"])
+@pytest.mark.parametrize("config", ["vit", "deit", "clip", "clip-pad", "deit-nocrop", "beit"])
 def test_pil_modes_match_hf(pair, config):
     ours, hf = pair(config)
     for mode, im in modes(smooth(300, 451, seed=3)).items():
@@ -391,11 +397,14 @@ def test_dispatch(tmp_path):
         p = image_processor_from_pretrained(empty, default=default)
         assert type(p) is cls and p.to_dict() == cls().to_dict()
     assert image_processor_from_pretrained(empty, max_pixels=10).max_pixels == 10
-    file = folder_with({"image_processor_type": "BeitImageProcessor"}, "beit") / "preprocessor_config.json"
-    with pytest.raises(ConfigError, match=r"beit/preprocessor_config.json.*BeitImageProcessor"):
+    file = folder_with({"image_processor_type": "ConvNextImageProcessor"}, "convnext") / "preprocessor_config.json"
+    with pytest.raises(ConfigError, match=r"convnext/preprocessor_config.json.*ConvNextImageProcessor"):
         image_processor_from_pretrained(file.parent)
-    with pytest.raises(ConfigError, match="BeitImageProcessor"):
+    with pytest.raises(ConfigError, match="ConvNextImageProcessor"):
         image_processor_from_pretrained(file)  # the file itself
+    beit = image_processor_from_pretrained(folder_with({"image_processor_type": "BeitImageProcessor",
+                                                        "do_reduce_labels": True}, "beit"))
+    assert type(beit) is BeitImageProcessor and beit.resample == 3 and beit.extra == {"do_reduce_labels": True}
     with pytest.raises(ArtifactError, match="no folder"):
         image_processor_from_pretrained(tmp_path / "missing")
     with pytest.raises(ConfigError, match="default must be one of"):

@@ -45,6 +45,12 @@ def flag(axis: str) -> str:
     return AXES.get(axis, (axis.replace("_", "-"), ""))[0]
 
 
+def cache_names(layers: int, kind: str) -> list[str]:
+    """A decoder's per-layer cache tensors, in graph order: "past" -> past_key.0, past_value.0,
+    past_key.1, ...; "new" -> new_key.0, ...; "cross" -> cross_key.0, cross_value.0, ..."""
+    return [f"{kind}_{kv}.{i}" for i in range(layers) for kv in ("key", "value")]
+
+
 @dataclass(frozen=True)
 class AxisRange:
     """Allowed sizes of one dynamic axis: min..max in steps of `step`; `opt` is what TensorRT tunes for."""

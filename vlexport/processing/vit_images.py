@@ -1,10 +1,10 @@
 """Torch-free image processors of ViT-style vision towers: the same pixels as transformers' PIL backend.
 
-`ViTImageProcessor`, `DeiTImageProcessor` and `CLIPImageProcessor` reproduce transformers 5.23's
-`ViTImageProcessorPil`, `DeiTImageProcessorPil` and `CLIPImageProcessorPil` (what
-`AutoImageProcessor.from_pretrained` gives without torchvision; the torchvision classes resize with
-another algorithm and are not bit-identical): `proc(images)` -> `ModelOutput(pixel_values=(B, 3, H,
-W) float32)`. The three differ only in their defaults:
+`ViTImageProcessor`, `DeiTImageProcessor`, `CLIPImageProcessor` and `BeitImageProcessor` reproduce
+transformers 5.23's `ViTImageProcessorPil`, `DeiTImageProcessorPil`, `CLIPImageProcessorPil` and
+`BeitImageProcessorPil` (what `AutoImageProcessor.from_pretrained` gives without torchvision; the
+torchvision classes resize with another algorithm and are not bit-identical): `proc(images)` ->
+`ModelOutput(pixel_values=(B, 3, H, W) float32)`. They differ only in their defaults:
 
 - ViT: resize to 224x224 (bilinear), rescale 1/255, normalize with mean = std = 0.5, no crop.
 - DeiT: resize to 256x256 (bicubic), center crop 224x224, rescale, normalize. HF's *class* default
@@ -12,6 +12,7 @@ W) float32)`. The three differ only in their defaults:
   (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225) explicitly, and a config's values win, as in HF.
 - CLIP: resize the shortest edge to 224 (bicubic, aspect kept, long side `int(224 * long / short)`,
   truncated), center crop 224x224, rescale, normalize with OPENAI_CLIP mean/std, RGB conversion on.
+- BEiT: ViT's with bicubic resizing (the public microsoft/beit-* configs ask for bilinear, 224, no crop).
 
 Every class honours every key HF's `PilBackend` reads from a preprocessor_config.json (do_resize,
 size in any of its forms, resample, do_center_crop, crop_size, do_rescale, rescale_factor,
@@ -385,7 +386,16 @@ class CLIPImageProcessor(_ViTStyleImageProcessor):
                 "image_mean": OPENAI_CLIP[0], "image_std": OPENAI_CLIP[1]}
 
 
-IMAGE_PROCESSORS = {c.hf_name: c for c in (ViTImageProcessor, DeiTImageProcessor, CLIPImageProcessor)}
+class BeitImageProcessor(_ViTStyleImageProcessor):
+    """HF's `BeitImageProcessorPil`: 224x224 bicubic, no crop by default, rescale, normalize 0.5 / 0.5.
+    Its `do_reduce_labels` concerns segmentation maps only, which these processors do not take (kept in extra)."""
+
+    hf_name = "BeitImageProcessor"
+    defaults = {**ViTImageProcessor.defaults, "resample": 3, "crop_size": {"height": 224, "width": 224}}
+
+
+IMAGE_PROCESSORS = {c.hf_name: c for c in (ViTImageProcessor, DeiTImageProcessor, CLIPImageProcessor,
+                                           BeitImageProcessor)}
 
 
 # ------------------------------------------------------------------------------------- dispatch
@@ -444,7 +454,8 @@ def image_processor_from_pretrained(folder, default: str = "ViTImageProcessor", 
 
 # the image processor HF's checkpoints of each vision tower model_type use, for folders without one
 TOWER_IMAGE_PROCESSORS = {"vit": "ViTImageProcessor", "deit": "DeiTImageProcessor",
-                          "clip_vision_model": "CLIPImageProcessor", "swin": "ViTImageProcessor"}
+                          "clip_vision_model": "CLIPImageProcessor", "swin": "ViTImageProcessor",
+                          "beit": "BeitImageProcessor"}
 
 
 def at_size(proc, size: int):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from vlexport.towers.bert import BertIntermediate, BertOutput, BertSelfOutput, LMPredictionHead, TextEmbeddings
-from vlexport.towers.cached_attention import attend, decode_step, merge_heads, split_heads, stack_cross_kv
+from vlexport.towers.cached_attention import attend, decode_step, merge_heads, split_heads, cross_kv_per_layer
 
 
 class _QKV(nn.Module):
@@ -92,7 +92,7 @@ class BertDecoder(nn.Module):
         return self.bert.encoder.layer
 
     def cross_kv(self, encoder_hidden):
-        return stack_cross_kv([layer.crossattention.self.keys_values for layer in self.layers], encoder_hidden)
+        return cross_kv_per_layer([layer.crossattention.self.keys_values for layer in self.layers], encoder_hidden)
 
     def forward(self, input_ids, position_ids, cache_mask, past_keys, past_values, cross_keys, cross_values):
         e = self.bert.embeddings

@@ -2,10 +2,12 @@
 (GPT-2, TrOCR's decoder, BERT as a decoder): head splitting, attention, the cache-aware causal mask,
 and the two loops over layers (cross keys/values once per image; one decoding step).
 
-The cache: self-attention keys/values of every layer live in one (B, L, heads, capacity, head) pair
-of buffers owned by the runtime; `cache_mask` (B, capacity) marks the filled slots. A step takes the
-new token(s), attends to the filled slots plus themselves (causal among themselves) and returns only
-the new keys/values (B, L, heads, T, head) for the runtime to write in place. A layer is called as
+The cache: each layer's self-attention keys/values live in their own (B, heads, capacity, head) pair
+of buffers owned by the runtime (one graph input per layer, so a backend reads them in place: a
+stacked (B, L, ...) input made ONNX Runtime split, i.e. copy, the whole cache every step);
+`cache_mask` (B, capacity) marks the filled slots. A step takes the new token(s), attends to the
+filled slots plus themselves (causal among themselves) and returns only each layer's new
+keys/values (B, heads, T, head) for the runtime to write in place. A layer is called as
 layer(x, past_k, past_v, additive_mask, cross_k, cross_v) -> (x, new_k, new_v).
 """
 
@@ -40,19 +42,20 @@ def causal_cache_mask(cache_mask, T: int, dtype):
     return (~seen).to(dtype)[:, None] * MASK_VALUE
 
 
-def stack_cross_kv(keys_values, encoder_hidden):
+def cross_kv_per_layer(keys_values, encoder_hidden):
     """Every layer's cross-attention keys/values of the encoder states (`keys_values`: one function
-    per layer) -> keys, values (B, L, nh, S, hs): computed once per image, reused by every step."""
+    per layer) -> ([keys], [values]), each (B, nh, S, hs): computed once per image, reused by every step."""
     kv = [f(encoder_hidden) for f in keys_values]
-    return torch.stack([k for k, _ in kv], dim=1), torch.stack([v for _, v in kv], dim=1)
+    return [k for k, _ in kv], [v for _, v in kv]
 
 
 def decode_step(layers, x, cache_mask, past_keys, past_values, cross_keys, cross_values):
-    """Run embedded new tokens x (B, T, H) through the layers -> (x, new keys, new values (B, L, nh, T, hs))."""
+    """Run embedded new tokens x (B, T, H) through the layers; past_*/cross_*: one (B, nh, P or S, hs)
+    tensor per layer -> (x, [new keys], [new values] (B, nh, T, hs) per layer)."""
     additive = causal_cache_mask(cache_mask, x.shape[1], x.dtype)
     new_k, new_v = [], []
-    for i, layer in enumerate(layers):
-        x, k, v = layer(x, past_keys[:, i], past_values[:, i], additive, cross_keys[:, i], cross_values[:, i])
+    for layer, pk, pv, ck, cv in zip(layers, past_keys, past_values, cross_keys, cross_values, strict=True):
+        x, k, v = layer(x, pk, pv, additive, ck, cv)
         new_k.append(k)
         new_v.append(v)
-    return x, torch.stack(new_k, dim=1), torch.stack(new_v, dim=1)
+    return x, new_k, new_v

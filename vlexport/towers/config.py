@@ -5,7 +5,8 @@ checkpoint's own config.json. Its `model_type` picks the variant, and HF's per-t
 what the dict leaves out (transformers writes only non-default values in some sub-configs):
 
     vision: "vit", "deit" (+ distillation token), "clip_vision_model" (CLIP's names, pre/post LN,
-            quick_gelu, no pooler dense; a full "clip" config contributes its vision_config)
+            quick_gelu, no pooler dense; a full "clip" config contributes its vision_config),
+            "beit" (BeitTowerConfig: layer scale, relative position bias, mean pooling)
     text:   "bert", "roberta" / "xlm-roberta" (positions counted from pad_token_id + 1)
 """
 
@@ -134,6 +135,44 @@ class VisionTowerConfig(_TowerConfig):
                               f"{self.pooler_output_size!r}")
         if self.pooler_act not in ("tanh", *TOWER_ACTIVATIONS):
             raise ConfigError(f"vision tower pooler_act {self.pooler_act!r} is not supported")
+
+
+@dataclass
+class BeitTowerConfig(VisionTowerConfig):
+    """BEiT (HF's BeitConfig): the ViT layout with a bias-free key, layer scale (`lambda_1`, `lambda_2`),
+    a learned relative position bias (per layer, or one shared by all layers) instead of or beside
+    absolute positions, and a pooled output that is the LayerNorm of the mean patch token (or [CLS]
+    after a final LayerNorm when use_mean_pooling is false)."""
+
+    use_mask_token: bool = False
+    use_absolute_position_embeddings: bool = False
+    use_relative_position_bias: bool = False
+    use_shared_relative_position_bias: bool = False
+    layer_scale_init_value: float = 0.1
+    use_mean_pooling: bool = True
+
+    DEFAULTS = {"beit": {"patch_size": 16, "hidden_act": "gelu", "layer_norm_eps": 1e-12}}
+    _FLAGS = ("use_mask_token", "use_absolute_position_embeddings", "use_relative_position_bias",
+              "use_shared_relative_position_bias", "use_mean_pooling")
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size  # the pooler is a LayerNorm (or [CLS]): no dense
+
+    @property
+    def grid(self) -> int:
+        """Patches per side: the relative position bias tables are sized for this grid."""
+        return self.image_size // self.patch_size
+
+    def validate(self):
+        super().validate()
+        for name in self._FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"beit config '{name}' must be true or false, got {getattr(self, name)!r}")
+        s = self.layer_scale_init_value
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s < 1e3:
+            raise ConfigError(f"beit config 'layer_scale_init_value' must be a number >= 0 (0: no layer scale), "
+                              f"got {s!r}")
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vlexport.layers import ACTIVATIONS
-from vlexport.towers.cached_attention import attend, decode_step, merge_heads, split_heads, stack_cross_kv
+from vlexport.towers.cached_attention import attend, decode_step, merge_heads, split_heads, cross_kv_per_layer
 
 
 class Conv1D(nn.Module):
@@ -123,12 +123,12 @@ class GPT2Decoder(nn.Module):
             self.lm_head.weight = self.transformer.wte.weight
 
     def cross_kv(self, encoder_hidden):
-        """(B, S, He) -> cross keys, values (B, L, nh, S, hs): once per image, reused by every step."""
-        return stack_cross_kv([blk.crossattention.keys_values for blk in self.transformer.h], encoder_hidden)
+        """(B, S, He) -> cross keys, values: one (B, nh, S, hs) per layer, once per image, reused by every step."""
+        return cross_kv_per_layer([blk.crossattention.keys_values for blk in self.transformer.h], encoder_hidden)
 
     def forward(self, input_ids, position_ids, cache_mask, past_keys, past_values, cross_keys, cross_values):
-        """input_ids, position_ids (B, T); cache_mask (B, P) 1 = a filled slot; past_* (B, L, nh, P, hs);
-        cross_* (B, L, nh, S, hs) -> logits (B, T, V), new keys/values (B, L, nh, T, hs)."""
+        """input_ids, position_ids (B, T); cache_mask (B, P) 1 = a filled slot; past_* one (B, nh, P, hs) per
+        layer; cross_* one (B, nh, S, hs) per layer -> logits (B, T, V), new keys/values (B, nh, T, hs) per layer."""
         x = self.transformer.wte(input_ids) + self.transformer.wpe(position_ids)  # (B, T, H)
         x, k, v = decode_step(self.transformer.h, x, cache_mask, past_keys, past_values, cross_keys, cross_values)
         return self.lm_head(self.transformer.ln_f(x)), k, v

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vlexport.layers import ACTIVATIONS
-from vlexport.towers.cached_attention import attend, decode_step, merge_heads, split_heads, stack_cross_kv
+from vlexport.towers.cached_attention import attend, decode_step, merge_heads, split_heads, cross_kv_per_layer
 
 
 class TrOCRAttention(nn.Module):
@@ -106,7 +106,7 @@ class TrOCRDecoder(nn.Module):
         return self.model.decoder.layers
 
     def cross_kv(self, encoder_hidden):
-        return stack_cross_kv([layer.encoder_attn.keys_values for layer in self.layers], encoder_hidden)
+        return cross_kv_per_layer([layer.encoder_attn.keys_values for layer in self.layers], encoder_hidden)
 
     def forward(self, input_ids, position_ids, cache_mask, past_keys, past_values, cross_keys, cross_values):
         d, c = self.model.decoder, self.config

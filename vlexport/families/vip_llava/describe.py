@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from vlexport.errors import ConfigError, UnknownModelError
-from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec, merge_axes
+from vlexport.specs import AxisRange, GraphSpec, InputSpec, ModelSpec, OutputSpec, cache_names, merge_axes
 
 FAMILY = "vip_llava"
 TASKS = {"VipLlavaForConditionalGeneration": "image-text-to-text"}
@@ -31,11 +31,6 @@ def default_axes(config) -> dict[str, AxisRange]:
     past = min(n_pos, N + 512)  # ... and the answer
     return {"images": AxisRange(1, 1, 8), "batch": AxisRange(1, 1, 8), "text": AxisRange(1, min(N + 32, text), text),
             "past": AxisRange(1, min(N + 64, past), past)}
-
-
-def cache_names(layers: int, kind: str) -> list[str]:
-    """past_key.0, past_value.0, past_key.1, ... (kind "past") or new_key.0, ... (kind "new")."""
-    return [f"{kind}_{kv}.{i}" for i in range(layers) for kv in ("key", "value")]
 
 
 def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:

@@ -10,6 +10,9 @@ from vlexport.hf_config import HFConfig
 from vlexport.towers.config import (BertDecoderConfig, DecoderTowerConfig, TrOCRDecoderConfig, VisionTowerConfig,
                                     decoder_config)
 from vlexport.towers.swin_config import SwinTowerConfig
+from vlexport.towers.vision import vision_tower_config
+
+ENCODER_TYPES = ("vit", "deit", "clip_vision_model", "beit", "swin")
 
 
 def _token_id(v, name, vocab):
@@ -39,9 +42,7 @@ class EncoderDecoderConfig(HFConfig):
         for name in ("encoder", "decoder"):
             if kw.get(name) is None:
                 raise ConfigError(f"a {cls.MODEL_TYPE} config needs '{name}' (the {name}'s config)")
-        if not isinstance(kw["encoder"], (VisionTowerConfig, SwinTowerConfig)):
-            swin = isinstance(kw["encoder"], dict) and kw["encoder"].get("model_type") == "swin"
-            kw["encoder"] = (SwinTowerConfig if swin else VisionTowerConfig).from_dict(kw["encoder"])
+        kw["encoder"] = vision_tower_config(kw["encoder"], ENCODER_TYPES, what="encoder")
         if not isinstance(kw["decoder"], (DecoderTowerConfig, TrOCRDecoderConfig, BertDecoderConfig)):
             kw["decoder"] = decoder_config(kw["decoder"])
         return kw

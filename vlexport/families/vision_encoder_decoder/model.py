@@ -1,17 +1,18 @@
 """VisionEncoderDecoder (image captioning, OCR) in plain PyTorch, written for export.
 
-Reads top to bottom: a vision encoder (vlexport.towers.vit: ViT, DeiT; vlexport.towers.swin: Swin) ->
+Reads top to bottom: a vision encoder (vlexport.towers.vit: ViT, DeiT; .beit: BEiT; .swin: Swin) ->
 an optional enc_to_dec_proj (when the widths differ) -> a text decoder with cross-attention
 (vlexport.towers.gpt2: GPT-2; vlexport.towers.trocr: TrOCR's decoder; vlexport.towers.bert_decoder:
 BERT as a decoder). Names mirror HF's VisionEncoderDecoderModel (`encoder.`, `decoder.`,
 `enc_to_dec_proj`), so checkpoints such as nlpconnect/vit-gpt2-image-captioning load by their keys.
 
 Two graphs, driven by the "generate" pipeline (vlexport.runtime.generation):
-    encoder: pixel_values -> encoder_hidden_states and every layer's cross-attention keys/values
-             (computed once per image, never per token)
-    decoder: the new token(s), their positions, the cache buffers and their fill mask, the cross
-             keys/values -> logits and the new self-attention keys/values (the runtime writes them
-             into its preallocated cache; the prefix is never re-run)
+    encoder: pixel_values -> encoder_hidden_states and each layer's cross-attention keys/values
+             (cross_key.{i}, cross_value.{i}: computed once per image, never per token)
+    decoder: the new token(s), their positions, the cache's fill mask, each layer's cache buffers
+             (past_key.{i}, past_value.{i}) and cross keys/values -> logits and each layer's new
+             self-attention keys/values (new_key.{i}, new_value.{i}: the runtime writes them into its
+             preallocated cache; the prefix is never re-run)
 `forward(pixel_values, decoder_input_ids)` is HF's teacher-forced forward (logits for every position).
 """
 
@@ -26,8 +27,7 @@ from vlexport.outputs import ModelOutput
 from vlexport.towers.bert_decoder import BertDecoder
 from vlexport.towers.gpt2 import GPT2Decoder
 from vlexport.towers.trocr import TrOCRDecoder
-from vlexport.towers.swin import SwinTower
-from vlexport.towers.vit import VisionTower
+from vlexport.towers.vision import vision_tower
 
 
 class VisionEncoderDecoderModel(Pretrained, nn.Module):
@@ -35,7 +35,7 @@ class VisionEncoderDecoderModel(Pretrained, nn.Module):
         super().__init__()
         self.config = config
         e, d = config.encoder, config.decoder
-        self.encoder = SwinTower(e) if e.model_type == "swin" else VisionTower(e)
+        self.encoder = vision_tower(e)
         cross = d.cross_attention_hidden_size
         if e.hidden_size != d.hidden_size and cross is None:
             self.enc_to_dec_proj = nn.Linear(e.hidden_size, d.hidden_size)
@@ -57,7 +57,7 @@ class VisionEncoderDecoderModel(Pretrained, nn.Module):
 
     def checkpoint_ignored(self, key: str) -> bool:
         """GPT-2 checkpoints saved by older transformers hold the causal-mask buffers `attn.bias` /
-        `attn.masked_bias`, and Swin ones the window's `relative_position_index`: constants, not weights."""
+        `attn.masked_bias`, and Swin and BEiT ones the `relative_position_index`: constants, not weights."""
         return key.endswith((".attn.bias", ".attn.masked_bias", ".crossattention.bias", ".crossattention.masked_bias",
                              ".relative_position_index"))
 
@@ -69,13 +69,15 @@ class VisionEncoderDecoderModel(Pretrained, nn.Module):
         hidden, _ = self.encoder(pixel_values)  # (B, N, He)
         if hasattr(self, "enc_to_dec_proj"):
             hidden = self.enc_to_dec_proj(hidden)
-        keys, values = self.decoder.cross_kv(hidden)  # (B, L, nh, N, hs)
+        keys, values = self.decoder.cross_kv(hidden)  # one (B, nh, N, hs) per layer
         return hidden, keys, values
 
     def empty_cache(self, batch: int, dtype=torch.float32):
+        """(cache_mask (B, 0), [past keys], [past values]): one empty (B, nh, 0, hs) per layer."""
         d = self.config.decoder
-        shape = (batch, d.n_layer, d.n_head, 0, d.head_size)
-        return torch.zeros(batch, 0, dtype=torch.int64), torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
+        shape = (batch, d.n_head, 0, d.head_size)
+        empty = [torch.zeros(shape, dtype=dtype) for _ in range(d.n_layer)]
+        return torch.zeros(batch, 0, dtype=torch.int64), empty, list(empty)
 
     def forward(self, pixel_values, decoder_input_ids, **extra):
         """HF's teacher-forced forward: logits (B, T, V) for every decoder position."""
@@ -100,15 +102,23 @@ class _EncoderGraph(nn.Module):
 
     def forward(self, pixel_values):
         hidden, keys, values = self.model.encode(pixel_values)
-        return {"encoder_hidden_states": hidden, "cross_keys": keys, "cross_values": values}
+        out = {"encoder_hidden_states": hidden}
+        for i, (k, v) in enumerate(zip(keys, values)):
+            out[f"cross_key.{i}"], out[f"cross_value.{i}"] = k, v
+        return out
 
 
 class _DecoderGraph(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
+        self.layers = model.config.decoder.n_layer
 
-    def forward(self, input_ids, position_ids, cache_mask, past_keys, past_values, cross_keys, cross_values):
-        logits, k, v = self.model.decoder(input_ids, position_ids, cache_mask, past_keys, past_values,
-                                          cross_keys, cross_values)
-        return {"logits": logits, "new_keys": k, "new_values": v}
+    def forward(self, input_ids, position_ids, cache_mask, **cache):
+        past_k, past_v, cross_k, cross_v = ([cache[f"{kind}.{i}"] for i in range(self.layers)]
+                                            for kind in ("past_key", "past_value", "cross_key", "cross_value"))
+        logits, k, v = self.model.decoder(input_ids, position_ids, cache_mask, past_k, past_v, cross_k, cross_v)
+        out = {"logits": logits}
+        for i in range(self.layers):
+            out[f"new_key.{i}"], out[f"new_value.{i}"] = k[i], v[i]
+        return out

@@ -7,7 +7,8 @@
 
 The encoder graph runs once per call and gives every layer's cross-attention keys/values; the
 decoder graph then runs once per generated token with the KV cache (vlexport.runtime.generation.
-KVCache: preallocated buffers of max_length slots, written in place; beam search reorders rows).
+LayerKVCache: preallocated layer-major buffers of max_length slots, written in place, each layer's
+view fed to the graph as is; beam search reorders rows).
 The cache capacity must lie within the artifact's "past" range (`--max-past-len` at build time).
 """
 
@@ -15,9 +16,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlexport.errors import InputError
-from vlexport.runtime.generation import GenerationSettings, KVCache, beam_search, greedy_or_sample
+from vlexport.errors import ArtifactError, InputError
+from vlexport.runtime.generation import GenerationSettings, LayerKVCache, beam_search, greedy_or_sample
 from vlexport.runtime.pipelines import Pipeline
+from vlexport.specs import cache_names
+
+
+def check_decoder_inputs(names: list, layers: int, where) -> None:
+    """The decoder graph must take one cache tensor per layer (the layout this runtime feeds)."""
+    if "past_keys" in names:
+        raise ArtifactError(f"{where}: its decoder graph takes the whole cache as one stacked input (past_keys), "
+                            "the layout of vlexport builds before per-layer cache inputs; rebuild the artifact "
+                            "with this version")
+    expected = ["input_ids", "position_ids", "cache_mask", *cache_names(layers, "past"), *cache_names(layers, "cross")]
+    if list(names) != expected:
+        raise ArtifactError(f"{where}: the decoder graph's inputs ({', '.join(names[:5])}, ...: {len(names)}) are "
+                            f"not the {len(expected)} a {layers}-layer captioner's decoder takes "
+                            f"({', '.join(expected[:5])}, ...)")
 
 
 class EncoderDecoderPipeline(Pipeline):
@@ -25,6 +40,8 @@ class EncoderDecoderPipeline(Pipeline):
         super().__init__(artifact, backends, family, chosen_because)
         self.require_graphs("generate", "encoder", "decoder")
         self._cfg = family.config_from_dict(artifact.config)
+        self._layers = self._cfg.decoder.n_layer
+        check_decoder_inputs([spec.name for spec in artifact.inputs("decoder")], self._layers, artifact.path)
 
     def generation_defaults(self) -> dict:
         """config.json's generation ids, then the artifact's generation_config.json (as HF)."""
@@ -38,7 +55,7 @@ class EncoderDecoderPipeline(Pipeline):
     @property
     def cache_dtype(self):
         """The KV cache buffers' dtype: the decoder graph's (float16 for the fp16 graphs: GraphSpec.fp16_io)."""
-        return np.dtype(getattr(self.backends["decoder"], "input_types", {}).get("past_keys", np.float32))
+        return np.dtype(getattr(self.backends["decoder"], "input_types", {}).get("past_key.0", np.float32))
 
     def encode(self, pixel_values) -> dict:
         return self.run_graph("encoder", self.prepare({"pixel_values": pixel_values}, "encoder"))
@@ -52,7 +69,7 @@ class EncoderDecoderPipeline(Pipeline):
             raise InputError("generate() needs pixel_values (use model.processor(images=...))")
         s = GenerationSettings.resolve(self.generation_defaults(), kwargs)
         enc = self.encode(pixel_values)
-        B = enc["cross_keys"].shape[0]
+        B = enc["cross_key.0"].shape[0]
         nb = s.num_beams
         if streamer is not None and nb > 1:
             raise InputError("streaming works with greedy decoding and sampling, not beam search")
@@ -61,19 +78,25 @@ class EncoderDecoderPipeline(Pipeline):
         if not past.min <= total <= past.max:
             raise InputError(f"generating up to {total} tokens needs a KV cache of {total} positions; this artifact "
                              f"was built for {past.min}..{past.max} (rebuild with --max-past-len {total})")
-        cross_k, cross_v = (np.repeat(enc[k], nb, axis=0) if nb > 1 else enc[k] for k in ("cross_keys", "cross_values"))
-        _, L, nh, _, hs = cross_k.shape
-        cache = KVCache(B * nb, L, nh, total, hs, dtype=self.cache_dtype)
+        L = self._layers
+        # each image's cross keys/values, once per beam row (beams of one image share them)
+        cross = {n: np.repeat(enc[n], nb, axis=0) if nb > 1 else enc[n] for n in cache_names(L, "cross")}
+        _, nh, _, hs = cross["cross_key.0"].shape
+        cache = LayerKVCache(L, B * nb, nh, total, hs, dtype=self.cache_dtype)
         checked = []
 
         def step(input_ids, position_ids):
-            feeds = {"input_ids": input_ids, "position_ids": np.ascontiguousarray(position_ids), "cache_mask": cache.mask,
-                     "past_keys": cache.keys, "past_values": cache.values, "cross_keys": cross_k, "cross_values": cross_v}
+            feeds = {"input_ids": input_ids, "position_ids": np.ascontiguousarray(position_ids),
+                     "cache_mask": cache.mask, **cross}
+            for i in range(L):  # layer i's views of the layer-major buffers: read in place, no copy
+                feeds[f"past_key.{i}"], feeds[f"past_value.{i}"] = cache.keys[i], cache.values[i]
             if not checked:  # the first step is checked against the specs; later ones have the same layout
                 feeds = self.prepare(feeds, "decoder")
                 checked.append(True)
             out = self.run_graph("decoder", feeds)
-            cache.write(out["new_keys"], out["new_values"])
+            # every row's new token fills its slot (rows that finished get pad tokens, attended as in HF)
+            cache.write([out[f"new_key.{i}"] for i in range(L)], [out[f"new_value.{i}"] for i in range(L)],
+                        np.ones(input_ids.shape, np.int64))
             return out["logits"]
 
         def reorder(rows):

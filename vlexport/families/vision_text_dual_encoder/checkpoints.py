@@ -4,7 +4,7 @@
   model_type), so `vlexport build --vision-model ID --text-model ID --random-weights` composes
   offline; with real weights the ids are folders or hub ids and their own config.json is read.
 - CHECKPOINTS: composed dual encoders by name "<vision id>+<text id>" (projection 512): the seed
-  example's ViT + BERT, and CLIP-vision + BERT, for `--model NAME --random-weights`.
+  example's ViT + BERT, CLIP-vision + BERT and BEiT + BERT, for `--model NAME --random-weights`.
 - TINY: the tiny built-in dual encoder (ViT 32x32 px in 8-px patches + a 2-layer BERT on the tiny
   vocabulary, projection 16) for demos and fast tests.
 """
@@ -25,6 +25,13 @@ TOWERS = {
                                      "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5},
     "openai/clip-vit-base-patch16": {"model_type": "clip_vision_model", **_BASE, "image_size": 224, "patch_size": 16,
                                      "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5},
+    # BEiT-base, as transformers' conversion script (convert_beit_unilm_to_pytorch.py) configures it: the
+    # ImageNet fine-tuned checkpoint has a bias table per layer and mean pooling; the pre-trained one (masked
+    # image modeling) one shared table and a mask token; both layer scale 0.1, no absolute positions
+    "microsoft/beit-base-patch16-224": {"model_type": "beit", **_BASE, "image_size": 224, "patch_size": 16,
+                                        "use_relative_position_bias": True},
+    "microsoft/beit-base-patch16-224-pt22k": {"model_type": "beit", **_BASE, "image_size": 224, "patch_size": 16,
+                                              "use_shared_relative_position_bias": True, "use_mask_token": True},
     # text
     "google-bert/bert-base-uncased": {"model_type": "bert", **_BASE, "vocab_size": 30522},
     "FacebookAI/roberta-base": {"model_type": "roberta", **_BASE, "vocab_size": 50265, "max_position_embeddings": 514,
@@ -49,7 +56,8 @@ def composed_config(vision: dict, text: dict, projection_dim: int = 512) -> dict
 
 
 COMPOSED = [("google/vit-base-patch16-224", "google-bert/bert-base-uncased"),
-            ("openai/clip-vit-base-patch32", "google-bert/bert-base-uncased")]
+            ("openai/clip-vit-base-patch32", "google-bert/bert-base-uncased"),
+            ("microsoft/beit-base-patch16-224", "google-bert/bert-base-uncased")]
 CHECKPOINTS = {f"{v}+{t}": composed_config(TOWERS[v], TOWERS[t]) for v, t in COMPOSED}
 
 TINY_ID = "tiny-dual-encoder"

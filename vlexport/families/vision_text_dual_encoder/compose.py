@@ -20,7 +20,7 @@ from vlexport.errors import CheckpointError, ConfigError, UnknownModelError
 from vlexport.families.vision_text_dual_encoder import checkpoints
 
 # prefixes of the base model inside task checkpoints (ViTForImageClassification: "vit.", ...)
-_BASE_PREFIXES = ("vit.", "deit.", "bert.", "roberta.")
+_BASE_PREFIXES = ("vit.", "deit.", "beit.", "bert.", "roberta.")
 
 
 def _tower_source(model_id: str, kind: str, random_weights: bool, revision):
@@ -43,7 +43,9 @@ def _tower_source(model_id: str, kind: str, random_weights: bool, revision):
 
 def compose(values: dict, random_weights: bool = False, revision: str | None = None):
     """(config dict, display name, load() -> Loaded); see vlexport.families.Compose."""
-    from vlexport.towers.config import TextTowerConfig, VisionTowerConfig
+    from vlexport.families.vision_text_dual_encoder.config import VISION_TYPES
+    from vlexport.towers.config import TextTowerConfig
+    from vlexport.towers.vision import vision_tower_config
 
     vision_id, text_id = values.get("vision_model"), values.get("text_model")
     if not vision_id or not text_id:
@@ -54,7 +56,7 @@ def compose(values: dict, random_weights: bool = False, revision: str | None = N
         raise ConfigError(f"--projection-dim must be a positive integer, got {dim!r}")
     vcfg, vdir = _tower_source(vision_id, "vision", random_weights, revision)
     tcfg, tdir = _tower_source(text_id, "text", random_weights, revision)
-    vision = VisionTowerConfig.from_dict(vcfg)
+    vision = vision_tower_config(vcfg, VISION_TYPES, what="--vision-model")
     text = TextTowerConfig.from_dict(tcfg)
     cfg = checkpoints.composed_config(vision.to_dict(), text.to_dict(), projection_dim=dim)
     name = f"{Path(vision_id.rstrip('/')).name}+{Path(text_id.rstrip('/')).name}"

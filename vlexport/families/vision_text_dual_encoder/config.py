@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from vlexport.errors import ConfigError
 from vlexport.hf_config import HFConfig
 from vlexport.towers.config import TextTowerConfig, VisionTowerConfig
+from vlexport.towers.vision import vision_tower_config
+
+# towers with a pooled output (what the projection reads)
+VISION_TYPES = ("vit", "deit", "clip_vision_model", "clip", "beit")
 
 
 @dataclass
@@ -24,12 +28,11 @@ class DualEncoderConfig(HFConfig):
     @classmethod
     def _normalize(cls, kw: dict) -> dict:
         # HF's defaults when a tower config is absent: ViT and BERT
-        for name, tower, default in (("vision_config", VisionTowerConfig, "vit"), ("text_config", TextTowerConfig, "bert")):
-            value = kw.get(name)
-            if value is None:
-                value = {"model_type": default}
-            if not isinstance(value, tower):
-                kw[name] = tower.from_dict(value)
+        vision, text = kw.get("vision_config"), kw.get("text_config")
+        kw["vision_config"] = vision_tower_config(vision if vision is not None else {"model_type": "vit"},
+                                                  VISION_TYPES)
+        if not isinstance(text, TextTowerConfig):
+            kw["text_config"] = TextTowerConfig.from_dict(text if text is not None else {"model_type": "bert"})
         return kw
 
     def to_dict(self) -> dict:

@@ -1,6 +1,7 @@
 """VisionTextDualEncoder (CLIP-style) in plain PyTorch, written for export.
 
-Reads top to bottom: a vision tower (ViT, DeiT or CLIP-vision: vlexport.towers.vit) and a text tower
+Reads top to bottom: a vision tower (ViT, DeiT or CLIP-vision: vlexport.towers.vit; BEiT:
+vlexport.towers.beit) and a text tower
 (BERT or RoBERTa: vlexport.towers.bert), each pooled and projected without bias into one
 `projection_dim` space; `logit_scale` is the log temperature. Names mirror HF's
 `VisionTextDualEncoderModel` (`vision_model.`, `text_model.`, `visual_projection`, `text_projection`,
@@ -24,7 +25,7 @@ from vlexport.layers import Pretrained, exporting
 from vlexport.outputs import ModelOutput
 from vlexport.specs import check_inputs
 from vlexport.towers.bert import TextTower
-from vlexport.towers.vit import VisionTower
+from vlexport.towers.vision import vision_tower
 
 
 class VisionTextDualEncoderModel(Pretrained, nn.Module):
@@ -32,7 +33,7 @@ class VisionTextDualEncoderModel(Pretrained, nn.Module):
         super().__init__()
         self.config = config
         v, t = config.vision_config, config.text_config
-        self.vision_model = VisionTower(v)
+        self.vision_model = vision_tower(v)
         self.text_model = TextTower(t)
         self.visual_projection = nn.Linear(v.output_size, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(t.hidden_size, config.projection_dim, bias=False)
@@ -42,6 +43,10 @@ class VisionTextDualEncoderModel(Pretrained, nn.Module):
     def checkpoint_aliases(self) -> dict:
         """{checkpoint key: our key}: CLIP-vision towers store their tensors under CLIP's names."""
         return self.vision_model.checkpoint_aliases(prefix="vision_model.")
+
+    def checkpoint_ignored(self, key: str) -> bool:
+        """BEiT checkpoints saved by older transformers hold `relative_position_index`: a constant, not a weight."""
+        return key.endswith(".relative_position_index")
 
     def artifact_facts(self) -> dict:
         """Values the runtime needs that no graph computes (recorded in the manifest)."""
