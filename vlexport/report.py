@@ -86,6 +86,10 @@ def manifest_tables(m: dict) -> list:
                 note += "; " + int8_weights(e)
             if prec == "int8" and e.get("source_graph", {}).get("graph") == "fused":
                 note += "; quantized from the ORT-fused fp32 graph"
+            if prec == "int8" and (e.get("search") or {}).get("base") == "plain_heads":
+                note += "; output heads int8 too"
+            elif prec == "int8" and (e.get("search") or {}).get("trials", [{}])[0].get("base") == "plain_heads":
+                note += "; output heads kept fp32 (int8 heads missed the gate)"
             t.add_row(T(prec), T("onnx"), T(e.get("file")), T(f"{e.get('bytes', 0) / 2**20:.1f}"), T(note))
         for prec, e in (g.get("engines") or {}).items():
             t.add_row(T(prec), T("tensorrt"), T(e.get("file")), T(f"{e.get('bytes', 0) / 2**20:.1f}"),
@@ -113,7 +117,8 @@ def manifest_tables(m: dict) -> list:
                 t.add_column(col)
             for r in search["trials"]:
                 speed = r["fp32_ms_at_opt_b1"] / r["ms_at_opt_b1"] if r.get("ms_at_opt_b1") else None
-                t.add_row(T("per token" if r.get("base") == "per_token" else "per call"), T(r.get("accurate_int8")),
+                kind = {"per_token": "per token", "plain_heads": "per call, heads int8"}.get(r.get("base"), "per call")
+                t.add_row(T(kind), T(r.get("accurate_int8")),
                           T(r.get("fp32")), T(_fmt(r.get("min_cosine"))),
                           T(", ".join(_fmt(x) for x in (r.get("top1") or {}).values())),
                           T(f"{speed:.2f}x" if speed else ""), T(r.get("validation_sets", 1)), T(r.get("passed")))

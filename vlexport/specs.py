@@ -201,6 +201,10 @@ class GraphSpec:
     fp16_cosine: float = 0.999
     int8_cosine: float = 0.99  # worst per-row cosine of the int8 graph against fp32 on the validation inputs
     int8_keep_fp32_weights: tuple = ()  # 2-D weight shapes whose MatMuls stay fp32 in the int8 graph
+    # output heads (the MatMuls computing a graph output) stay fp32 in int8 graphs: a classifier costs little and
+    # its error goes straight into the answer. True: try them quantized first (a language-model head over a
+    # large vocabulary is a quarter of a decode step); the gate decides, and a miss keeps them fp32
+    int8_quantize_heads: bool = False
     int8_refused: str = ""  # why --int8 builds no int8 graph for this one (the build says so and goes on)
     # random examples a reduced precision is gated on (on top of the shape grid), when fewer than the
     # build's default: graphs whose every call takes seconds (a detector's per-region res5)

@@ -384,7 +384,8 @@ def _int8_source(graph, plain: Path, fused: Path | None, scratch: Path, axes, op
     with st.stage(f"Timing plain int8 of '{graph.name}' from the plain and the fused fp32 graph"):
         probes = scratch / graph.name / "int8-source"
         for name, src in (("plain", plain), ("fused", fused)):
-            quantize_int8(src, probes / name / "probe.int8.onnx", reduce_range=reduce_range)
+            quantize_int8(src, probes / name / "probe.int8.onnx", reduce_range=reduce_range,
+                          keep_output_layers=not graph.int8_quantize_heads)
         timing = choose_graph(probes / "plain" / "probe.int8.onnx", probes / "fused" / "probe.int8.onnx", graph, axes,
                               opts.threads, min_gain=FUSE_MIN_GAIN)
         shutil.rmtree(probes)
@@ -440,13 +441,17 @@ def _reduced_precisions(graph, spec, manifest, stage: Path, fp32, opts: BuildOpt
                                         seen=seen, threads=opts.threads, make_inputs=real,
                                         keep_weight_shapes=graph.int8_keep_fp32_weights, progress=adv,
                                         reduce_range=True if opts.int8_portable else None,
+                                        quantize_heads=graph.int8_quantize_heads,
                                         note=lambda m: st.note(m, "yellow"))
         if source_facts:
             facts["source_graph"] = source_facts
         entry["onnx"]["int8"] = onnx_entry(stage, f"{stem}.int8.onnx", **(facts or {}))
         entry["validation"]["int8"] = rep
         st.note(precision_note("int8", rep))
-        if facts["search"]["nodes"] or facts["search"]["base"] != "plain":
+        if facts["search"]["base"] == "plain_heads":
+            st.note(f"the output heads are int8 too ({', '.join(facts.get('untied_heads') or []) or 'none tied'} "
+                    f"untied from the token embedding): they passed the gate")
+        if facts["search"]["nodes"] or len(facts["search"]["trials"]) > 1 or facts["search"]["base"] == "per_token":
             st.note(tradeoff_note(facts["search"]))
 
     if opts.fp16:

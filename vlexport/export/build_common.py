@@ -79,7 +79,8 @@ def simplify_note(simp: dict) -> str:
 def tradeoff_note(search: dict) -> str:
     rows = []
     for t in search["trials"]:
-        base = "per-token int8" if t.get("base") == "per_token" else "plain int8"
+        base = {"per_token": "per-token int8", "plain_heads": "plain int8, output heads too"}.get(t.get("base"),
+                                                                                                  "plain int8")
         what = (f"{base} + {t['fp32']} fp32 nodes" if t.get("base") == "per_token" and t["fp32"] else
                 f"{t['accurate_int8']} accurate-int8 + {t['fp32']} fp32 nodes" if t["accurate_int8"] or t["fp32"]
                 else base)

@@ -205,8 +205,14 @@ def _search_round(trial, name, axes, make_inputs, threads, note, state):
     trials); `state` holds what is computed once (the rankings, the per-token graph) across rounds."""
     from vlexport.errors import ValidationError
 
+    trials = []
+    if state.get("quantize_heads"):  # the output heads quantized too (GraphSpec.int8_quantize_heads), else fp32
+        heads = trial("plain_heads", [], [])
+        trials.append({**heads, "k": 0})
+        if heads["passed"]:
+            return ("plain_heads", [], []), None, trials
     plain = trial("plain", [], [])
-    trials = [{**plain, "k": 0}]
+    trials.append({**plain, "k": 0})
     if plain["passed"]:
         return ("plain", [], []), None, trials
     if "calib" not in state:  # the first round (a held-out round repeats the search, not the note)
@@ -253,14 +259,16 @@ def _search_round(trial, name, axes, make_inputs, threads, note, state):
 
 def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference, gate: dict, *, runner,
                    samples: int, seen: dict, threads=None, make_inputs=None, keep_weight_shapes=(),
-                   progress=None, note=print, reduce_range: bool | None = None) -> tuple[dict, dict]:
+                   progress=None, note=print, reduce_range: bool | None = None,
+                   quantize_heads: bool = False) -> tuple[dict, dict]:
     """The int8 graph of `fp32_path` that passes `gate`: plain dynamic int8, else per-token activation scales
     with the fewest sensitive MatMuls kept fp32, else the fewest sensitive MatMuls on the accurate
     (block-wise) kernel, or failing that kept fp32 (see _search_round). Returns (quantizer facts + "search",
     validation report); raises ValidationError when nothing passes. `runner(path)` -> a feeds -> outputs
     callable; `make_inputs` (sizes, rng, pad) -> feeds: realistic inputs where the family has them.
     reduce_range: 7-bit weights for plain int8, unsigned 8-bit ones for per-token (None: as this CPU needs,
-    `saturating_cpu`).
+    `saturating_cpu`). quantize_heads: first try plain int8 with the output heads quantized too (base
+    "plain_heads"; otherwise, and after a miss, they stay fp32 as quantize_int8 keeps them).
 
     The search chooses on the build's validation set; the chosen graph is then checked on a held-out set of
     the same kind (HOLDOUT_ROUNDS of them at most). A graph that passes only the inputs it was chosen on
@@ -284,14 +292,16 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
     # per-token graphs unsigned 8-bit ones (u8 x u8), since smoothing puts the channel outliers into the weight
     # rows and 7 bits lose them (measured on an AVX2-only EPYC, trained MiniLM VisualBERT: per-token's worst row
     # 0.925 with 7-bit weights, 0.983 with u8 ones, at 1.3x fp32's speed at batch 4)
-    state = {"paths": {"plain": Path(fp32_path), "per_token": Path(scratch.name) / "per_token.onnx"},
-             "reduce_range": reduce_range}
+    state = {"paths": {"plain": Path(fp32_path), "plain_heads": Path(fp32_path),
+                       "per_token": Path(scratch.name) / "per_token.onnx"},
+             "reduce_range": reduce_range, "quantize_heads": quantize_heads}
 
     def write(key):
         base, accurate, kept = key
         return quantize_int8(state["paths"][base], out_path, nodes_to_exclude=kept, accurate_nodes=accurate,
                              keep_weight_shapes=keep_weight_shapes, reduce_range=reduce_range,
-                             unsigned_weights=base == "per_token" and reduce_range)
+                             unsigned_weights=base == "per_token" and reduce_range,
+                             keep_output_layers=base != "plain_heads")
 
     def check(key, run, seed):
         """(passed, why, report) of candidate `key` on validation set `seed`, measured once."""
@@ -321,7 +331,7 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
         last.update(key=key, facts=facts)
         if progress:
             progress()
-        timed = key != ("plain", (), ()) or not passed  # a plain graph that passes needs no trade-off
+        timed = key[0] != "plain" or key[1:] != ((), ()) or not passed  # a plain graph that passes: no trade-off
         if timed and key not in timed_ms:
             # fp32 beside each candidate: a loaded machine drifts
             timed_ms[key] = (_ms_per_call(run, opt_feeds), _ms_per_call(reference, opt_feeds))
@@ -368,9 +378,10 @@ def quantize_gated(fp32_path: Path, out_path: Path, graph, axes: dict, reference
     if base == "per_token":
         facts["per_token"] = state["per_token_facts"]
     facts["search"] = {
-        "rule": "plain dynamic int8; else per-token activation scales with the fewest most-sensitive MatMuls "
-                "(simulated int8 output error on calibration inputs) kept fp32; else the fewest moved to the "
-                "accurate block-wise int8 kernel, else kept fp32, until the gate passes",
+        "rule": (("plain dynamic int8 with the output heads quantized too; else " if quantize_heads else "")
+                 + "plain dynamic int8; else per-token activation scales with the fewest most-sensitive MatMuls "
+                 "(simulated int8 output error on calibration inputs) kept fp32; else the fewest moved to the "
+                 "accurate block-wise int8 kernel, else kept fp32, until the gate passes"),
         "base": base,
         "fallback": fallback,
         "trials": trials,

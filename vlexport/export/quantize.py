@@ -66,6 +66,39 @@ def output_layers(model, op_types=DEFAULT_OPS) -> list[str]:
     return names
 
 
+def fold_transposed_weights(model, op_types=DEFAULT_OPS) -> list[str]:
+    """Give each MatMul whose weight arrives through a Transpose of a 2-D initializer (a head tied to the token
+    embedding: `MatMul(x, Transpose(wte))`) a transposed copy of its own, so the quantizer, which takes only
+    constant weights, can quantize it; the embedding's Gather keeps the original. Returns the nodes changed."""
+    require("onnx", "int8 quantization")
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    made, changed = {}, []
+    for node in model.graph.node:
+        if node.op_type not in op_types or len(node.input) < 2:
+            continue
+        t = producer.get(node.input[1])
+        if t is None or t.op_type != "Transpose" or t.input[0] not in inits or len(inits[t.input[0]].dims) != 2:
+            continue
+        perm = next((list(a.ints) for a in t.attribute if a.name == "perm"), [1, 0])
+        if perm != [1, 0]:
+            continue
+        name = made.get(t.input[0])
+        if name is None:
+            name = made[t.input[0]] = f"{t.input[0]}.transposed"
+            w = numpy_helper.to_array(inits[t.input[0]], base_dir="")
+            model.graph.initializer.append(numpy_helper.from_array(w.T.copy(), name))
+        node.input[1] = name
+        changed.append(node.name)
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    dead = [n for n in model.graph.node if n.op_type == "Transpose" and not any(o in used for o in n.output)]
+    for n in dead:
+        model.graph.node.remove(n)
+    return changed
+
+
 def not_2d_weights(model, op_types=DEFAULT_OPS) -> list[str]:
     """MatMul nodes whose constant operand is not a 2-D weight (e.g. a per-image position grid, a (C, 12, 12)
     table interpolated per image): ORT's per-channel int8 MatMul supports only 2-D weights, so they
@@ -156,6 +189,7 @@ def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, 
     n_matmul = sum(1 for n in model.graph.node if n.op_type in op_types)
     if accurate_nodes:
         model = blockwise_int8(model, accurate_nodes)
+    untied = [] if keep_output_layers else fold_transposed_weights(model, op_types)
     exclude = (list(nodes_to_exclude or []) + (output_layers(model, op_types) if keep_output_layers else [])
                + not_2d_weights(model, op_types) + weights_of_shapes(model, keep_weight_shapes, op_types))
     # onnxruntime's quantizer may first rewrite a Gemm as MatMul + Add, naming the MatMul "<gemm>_MatMul":
@@ -188,7 +222,7 @@ def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, 
         "weight_type": "QUInt8" if unsigned_weights else "QInt8", "per_channel": per_channel,
         "reduce_range": reduce_range,
         "op_types": list(op_types), "nodes_quantized": n_quant, "nodes_total_matmul": n_matmul,
-        "kept_fp32": exclude, "accurate_int8": list(accurate_nodes), "nodes_accurate_int8": n_accurate,
+        "kept_fp32": exclude, "accurate_int8": list(accurate_nodes), "untied_heads": untied, "nodes_accurate_int8": n_accurate,
         "bytes": _size(out_onnx.parent, out_onnx.name), "fp32_bytes": _size(fp32_onnx.parent, fp32_onnx.name),
         "seconds": round(time.perf_counter() - t0, 2),
         "onnxruntime": __import__("onnxruntime").__version__,

@@ -62,7 +62,10 @@ def describe(architecture: str, config, axes: dict | None = None) -> ModelSpec:
         [OutputSpec("logits", ("batch", "text", V), classes=True),
          *[OutputSpec(n, ("batch", nh, "text", hs)) for n in cache_names(L, "new")]],
         make_inputs=lambda sizes, rng, pad=True: _decoder_inputs(config, N, sizes, rng, pad),
-        fp16_io=tuple(cache_names(L, "past") + cache_names(L, "cross") + cache_names(L, "new")))
+        fp16_io=tuple(cache_names(L, "past") + cache_names(L, "cross") + cache_names(L, "new")),
+        # the vocabulary projection (GPT-2's: 768 x 50257, 154 MB, tied to the token embedding) is a quarter of
+        # an int8 decode step when kept fp32: it is tried in int8 too, and the gate decides
+        int8_quantize_heads=True)
     ranges = default_axes(config)
     ranges = merge_axes(ranges, axes, architecture)
     if ranges["past"].max > d.n_positions:
