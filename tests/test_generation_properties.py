@@ -14,7 +14,7 @@ from hypothesis import given, note  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from vlexport.errors import InputError  # noqa: E402
-from vlexport.runtime.generation import GenerationSettings, KVCache, beam_search, greedy_or_sample  # noqa: E402
+from vlexport.runtime.generation import GenerationSettings, LayerKVCache, beam_search, greedy_or_sample  # noqa: E402
 
 V, START, EOS, PAD = 13, 1, 2, 0
 TABLE = np.random.default_rng(0).normal(0, 2, size=(V, 64, V)).astype(np.float32)  # (last token, position, next)
@@ -25,13 +25,13 @@ class ToyModel:
     beams (the history plays the KV cache's part: a wrong reorder changes the answers)."""
 
     def __init__(self, rows):
-        self.cache = KVCache(rows, 1, 1, 64, 1)
+        self.cache = LayerKVCache(1, rows, 1, 64, 1)
         self.last = np.full(rows, START)
 
     def step(self, input_ids, position_ids):
         self.last = input_ids[:, -1]
-        self.cache.write(np.zeros((len(input_ids), 1, 1, input_ids.shape[1], 1), np.float32),
-                         np.zeros((len(input_ids), 1, 1, input_ids.shape[1], 1), np.float32))
+        new = [np.zeros((len(input_ids), 1, input_ids.shape[1], 1), np.float32)]
+        self.cache.write(new, new, np.ones(input_ids.shape, np.int64))
         return TABLE[input_ids, np.minimum(position_ids, 63)]  # (R, T, V)
 
     def reorder(self, rows):

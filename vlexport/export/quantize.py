@@ -70,7 +70,6 @@ def fold_transposed_weights(model, op_types=DEFAULT_OPS) -> list[str]:
     """Give each MatMul whose weight arrives through a Transpose of a 2-D initializer (a head tied to the token
     embedding: `MatMul(x, Transpose(wte))`) a transposed copy of its own, so the quantizer, which takes only
     constant weights, can quantize it; the embedding's Gather keeps the original. Returns the nodes changed."""
-    require("onnx", "int8 quantization")
     from onnx import numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
@@ -222,7 +221,8 @@ def quantize_int8(fp32_onnx: Path, out_onnx: Path, *, per_channel: bool = True, 
         "weight_type": "QUInt8" if unsigned_weights else "QInt8", "per_channel": per_channel,
         "reduce_range": reduce_range,
         "op_types": list(op_types), "nodes_quantized": n_quant, "nodes_total_matmul": n_matmul,
-        "kept_fp32": exclude, "accurate_int8": list(accurate_nodes), "untied_heads": untied, "nodes_accurate_int8": n_accurate,
+        "kept_fp32": exclude, "accurate_int8": list(accurate_nodes), "untied_heads": untied,
+        "nodes_accurate_int8": n_accurate,
         "bytes": _size(out_onnx.parent, out_onnx.name), "fp32_bytes": _size(fp32_onnx.parent, fp32_onnx.name),
         "seconds": round(time.perf_counter() - t0, 2),
         "onnxruntime": __import__("onnxruntime").__version__,

@@ -105,13 +105,16 @@ def read_generation_config(folder) -> dict:
     return d
 
 
-class KVCache:
-    """Self-attention keys/values of every layer in two preallocated (R, L, heads, capacity, head)
-    buffers and the (R, capacity) fill mask: a step writes its new slots in place (no per-step copy
-    of the cache; beam search reorders rows, as HF's reorder_cache does)."""
+class LayerKVCache:
+    """Self-attention keys/values of every layer in two preallocated layer-major (L, R, heads, capacity,
+    head) buffers and the (R, capacity) fill mask, for decoders that take one key and one value input per
+    layer: layer i's (R, heads, capacity, head) view is contiguous and a backend reads it in place. A step
+    writes its new slots in place (no per-step copy of the cache); beam search reorders rows, as HF's
+    reorder_cache does. The fill mask comes from the caller (left-padded prompts write slots that stay
+    masked)."""
 
-    def __init__(self, rows: int, layers: int, heads: int, capacity: int, head_size: int, dtype=np.float32):
-        self.keys = np.zeros((rows, layers, heads, capacity, head_size), dtype)
+    def __init__(self, layers: int, rows: int, heads: int, capacity: int, head_size: int, dtype=np.float32):
+        self.keys = np.zeros((layers, rows, heads, capacity, head_size), dtype)  # layer-major
         self.values = np.zeros_like(self.keys)
         self.mask = np.zeros((rows, capacity), np.int64)
         self.length = 0
@@ -125,30 +128,6 @@ class KVCache:
         if self.length + T > self.capacity:
             raise InputError(f"the KV cache holds {self.capacity} positions; generating past it was asked for")
         return slice(self.length, self.length + T)
-
-    def write(self, new_keys, new_values):
-        T = new_keys.shape[3]
-        self._slots(T)
-        self.keys[:, :, :, self.length:self.length + T] = new_keys
-        self.values[:, :, :, self.length:self.length + T] = new_values
-        self.mask[:, self.length:self.length + T] = 1
-        self.length += T
-
-    def reorder(self, rows):
-        self.keys, self.values, self.mask = self.keys[rows], self.values[rows], self.mask[rows]
-
-
-class LayerKVCache(KVCache):
-    """The same cache for decoders that take one key and one value input per layer: (L, R, heads,
-    capacity, head) buffers, so layer i's (R, heads, capacity, head) view is contiguous and a backend
-    reads it in place. The fill mask comes from the caller (left-padded prompts write slots that
-    stay masked)."""
-
-    def __init__(self, layers: int, rows: int, heads: int, capacity: int, head_size: int, dtype=np.float32):
-        self.keys = np.zeros((layers, rows, heads, capacity, head_size), dtype)  # layer-major
-        self.values = np.zeros_like(self.keys)
-        self.mask = np.zeros((rows, capacity), np.int64)
-        self.length = 0
 
     def write(self, new_keys: list, new_values: list, new_mask):
         """Layer i's new keys/values (R, heads, T, head); new_mask (R, T): 1 for real tokens."""

@@ -83,6 +83,7 @@ class EncoderDecoderPipeline(Pipeline):
         cross = {n: np.repeat(enc[n], nb, axis=0) if nb > 1 else enc[n] for n in cache_names(L, "cross")}
         _, nh, _, hs = cross["cross_key.0"].shape
         cache = LayerKVCache(L, B * nb, nh, total, hs, dtype=self.cache_dtype)
+        filled = np.ones((B * nb, 1), np.int64)  # every row's new token fills its slot (finished rows: pad, as HF)
         checked = []
 
         def step(input_ids, position_ids):
@@ -94,9 +95,7 @@ class EncoderDecoderPipeline(Pipeline):
                 feeds = self.prepare(feeds, "decoder")
                 checked.append(True)
             out = self.run_graph("decoder", feeds)
-            # every row's new token fills its slot (rows that finished get pad tokens, attended as in HF)
-            cache.write([out[f"new_key.{i}"] for i in range(L)], [out[f"new_value.{i}"] for i in range(L)],
-                        np.ones(input_ids.shape, np.int64))
+            cache.write([out[f"new_key.{i}"] for i in range(L)], [out[f"new_value.{i}"] for i in range(L)], filled)
             return out["logits"]
 
         def reorder(rows):
