@@ -12,8 +12,8 @@ import pytest
 
 from vlexport.errors import ValidationError
 from vlexport.specs import AxisRange
-from vlexport.export.int4_search import (failing_outputs, int8_blocks, quantize_int4_gated, simulated_errors,
-                                         upstream_groups, upstream_ranking)
+from vlexport.export.int4_search import (FAST_BLOCK, failing_outputs, int8_blocks, quantize_int4_gated,
+                                         simulated_errors, upstream_groups, upstream_ranking)
 from vlexport.towers.llama_numpy import LlamaDims, projection_groups, random_llama_weights
 from vlexport.towers.llama_onnx import write_llama_decoder
 
@@ -30,10 +30,10 @@ class Decoder:
         self.inv_freq = 1.0 / 10000 ** (np.arange(0, self.dims.head_dim, 2) / self.dims.head_dim)
         self.writes = []
 
-    def write_onnx(self, path, quant="fp32", eight_bit=(), fp32=()):
-        self.writes.append((tuple(eight_bit), tuple(fp32)))
+    def write_onnx(self, path, quant="fp32", eight_bit=(), fp32=(), block_size=32):
+        self.writes.append((tuple(eight_bit), tuple(fp32)) + ((block_size,) if block_size != 32 else ()))
         return write_llama_decoder(path, CONFIG, self.w, inv_freq=self.inv_freq, quant=quant, eight_bit=eight_bit,
-                                   fp32=fp32)
+                                   fp32=fp32, block_size=block_size)
 
     def projections(self):
         return projection_groups(self.dims)
@@ -112,7 +112,8 @@ def test_a_gate_between_int4_and_8_bits_moves_the_fewest_projections(setup, tmp_
     model = Decoder()
     notes = []
     facts, report, info = quantize_int4_gated(model, folder / "fp32.onnx", tmp_path / "int4.onnx",
-                                              gate(exact, threshold), FEEDS[:2], note=notes.append)
+                                              gate(exact, threshold), FEEDS[:2], note=notes.append,
+                                              fast_block=None)
     k = len(info["eight_bit"])
     assert report["passed"] and 1 <= k < len(model.projections()) and not info["fp32"]
     assert [g["name"] for g in info["eight_bit"]] == [r["name"] for r in info["ranked"][:k]]  # most harmful first
@@ -129,7 +130,8 @@ def test_a_gate_only_fp32_meets_is_refused_and_leaves_no_file(setup, tmp_path):
     folder, exact, _, _ = setup
     model = Decoder()
     facts, report, info = quantize_int4_gated(model, folder / "fp32.onnx", tmp_path / "int4.onnx",
-                                              gate(exact, 1.0 - 1e-12), FEEDS[:2], note=lambda m: None)
+                                              gate(exact, 1.0 - 1e-12), FEEDS[:2], note=lambda m: None,
+                                              fast_block=None)
     assert report is None and facts == {} and "misses the gate" in info["refused"]
     tiers = [t["tier"] for t in info["trials"]]
     # each tier's widest graph, once (the upstream tier first runs all-8-bit: its ranking needs the failing outputs)
@@ -161,7 +163,8 @@ def test_a_gate_only_fp32_outliers_meet_keeps_8_bits_and_the_fewest_fp32(setup, 
         return {"min_cosine": c, "passed": True}
 
     facts, report, info = quantize_int4_gated(model, folder / "fp32.onnx", tmp_path / "int4.onnx",
-                                              gate_on_structure, FEEDS[:2], note=lambda m: None)
+                                              gate_on_structure, FEEDS[:2], note=lambda m: None,
+                                              fast_block=None)
     assert report["passed"] and len(info["fp32"]) == 2 and len(info["eight_bit"]) == len(model.projections()) - 2
     ranked8 = sorted(info["ranked"], key=lambda r: r["rel_error_8bit"], reverse=True)
     assert [g["name"] for g in info["fp32"]] == [r["name"] for r in ranked8[:2]]  # by their 8-bit error
@@ -220,7 +223,8 @@ def test_a_choice_that_misses_a_held_out_set_is_searched_again_with_it(setup, tm
     folder, exact, plain, all8 = setup
     loose = plain + 0.1 * (all8 - plain)
     _, alone, alone_info = quantize_int4_gated(Decoder(), folder / "fp32.onnx", tmp_path / "int4.onnx",
-                                               gate(exact, loose), FEEDS[:2], note=lambda m: None)
+                                               gate(exact, loose), FEEDS[:2], note=lambda m: None,
+                                               fast_block=None)
     strict = (alone["min_cosine"] + all8) / 2  # what the build's set alone chose misses this; all 8-bit meets it
     model, sets = Decoder(), []
 
@@ -229,10 +233,70 @@ def test_a_choice_that_misses_a_held_out_set_is_searched_again_with_it(setup, tm
         return gate(exact, loose if seed == 0 else strict)(path)
 
     facts, report, info = quantize_int4_gated(model, folder / "fp32.onnx", tmp_path / "int4.onnx", validate,
-                                              FEEDS[:2], note=lambda m: None)
+                                              FEEDS[:2], note=lambda m: None, fast_block=None)
     first, second = info["held_out"][:2]
     assert first["seed"] == 1 and not first["passed"] and second["seed"] == 2 and second["passed"]
     assert worst_cosine(logits(tmp_path / "int4.onnx"), exact) >= strict  # the graph on disk passes both
     assert len(info["eight_bit"]) > len(alone_info["eight_bit"])  # more moved than the build's set alone asked for
     assert any(t["validation_sets"] == 2 for t in info["trials"])  # trials of the second search ran on both sets
     assert 1 in sets[sets.index(1) + 1:]  # candidates of the second search were checked on set 1 too
+
+
+def _blocks(path) -> set:
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    return {next(a.i for a in n.attribute if a.name == "block_size") for n in nodes if n.op_type == "MatMulNBits"}
+
+
+def test_the_fast_block_is_kept_when_it_passes_the_gate_and_a_held_out_set(setup, tmp_path):
+    folder, exact, plain, _ = setup
+    model, sets = Decoder(), []
+
+    def validate(path, seed=0):
+        sets.append(seed)
+        return gate(exact, plain - 0.05)(path)  # loose enough for the coarse block
+
+    facts, report, info = quantize_int4_gated(model, folder / "fp32.onnx", tmp_path / "int4.onnx", validate,
+                                              FEEDS[:2], note=lambda m: None)
+    assert facts["block_size"] == FAST_BLOCK == 128 and _blocks(tmp_path / "int4.onnx") == {128}
+    assert [(t["tier"], t["block_size"], t["passed"]) for t in info["trials"]] == [("int4", 128, True)]
+    assert sets == [0, 1] and info["held_out"][0]["passed"]  # checked on a held-out set too
+    assert model.writes == [((), (), 128)]  # one graph written: no ranking, no block-32 graph
+
+
+def test_a_fast_block_that_misses_falls_back_to_the_fine_block_and_its_search(setup, tmp_path):
+    """A gate the coarse block cannot meet (as outlier activations make it on trained weights): plain int4 at
+    block 32 is tried next, and kept when it passes; a fast block that passes only the build's set (not a
+    held-out one) is not kept either."""
+    folder, exact, plain, _ = setup
+
+    def coarse_misses(held_out_only):
+        def validate(path, seed=0):
+            c = worst_cosine(logits(path), exact)
+            if 128 in _blocks(path) and (seed > 0 or not held_out_only):
+                exc = ValidationError(f"the int4 graph: worst per-row cosine of 'logits' {c:.6f} (block 128)")
+                exc.report = {"min_cosine": c}
+                raise exc
+            return {"min_cosine": c, "passed": True}
+        return validate
+
+    for held_out_only in (False, True):
+        notes, model = [], Decoder()
+        facts, report, info = quantize_int4_gated(model, folder / "fp32.onnx", tmp_path / "int4.onnx",
+                                                  coarse_misses(held_out_only), FEEDS[:2], note=notes.append)
+        assert facts["block_size"] == 32 and _blocks(tmp_path / "int4.onnx") == {32} and report["passed"]
+        assert [(t["block_size"], t["passed"]) for t in info["trials"]] == [(128, held_out_only), (32, True)]
+        assert any("plain int4 at block 128 misses" in n for n in notes)
+        assert not info["eight_bit"] and not info["fp32"]  # plain int4 at block 32 passed: nothing moved
+        assert [h["passed"] for h in info["held_out"]] == ([False] if held_out_only else [])
+
+
+def test_a_pinned_block_is_the_only_one_written(setup, tmp_path):
+    folder, exact, plain, _ = setup
+    model = Decoder()
+    facts, _, info = quantize_int4_gated(model, folder / "fp32.onnx", tmp_path / "int4.onnx",
+                                         gate(exact, plain - 0.05), FEEDS[:2], note=lambda m: None, block=64,
+                                         fast_block=None)
+    assert facts["block_size"] == 64 and _blocks(tmp_path / "int4.onnx") == {64}
+    assert [t["block_size"] for t in info["trials"]] == [64] and model.writes == [((), (), 64)]

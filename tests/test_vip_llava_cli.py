@@ -64,3 +64,20 @@ def test_bad_predict_arguments_are_one_line(tiny, capsys, args, needle):
     assert main(["predict", str(out), *args]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_build_int4_block_size_pins_the_block(tmp_path, capsys):
+    """`--int4-block-size 64`: the one block written (no block-128 trial first), recorded and shown."""
+    import json
+
+    out = tmp_path / "art"
+    assert main(["build", "--model", "tiny-vipllava", "--out", str(out), "--int4", "--int4-block-size", "64",
+                 "--quiet"]) == 0
+    int4 = json.loads((out / "manifest.json").read_text())["graphs"]["decoder"]["onnx"]["int4"]
+    assert int4["block_size"] == 64 and [t["block_size"] for t in int4["search"]["trials"]] == [64]
+    model = vlexport.load(out, precision="int4")
+    assert model.artifact.precisions("decoder") == ["fp32", "int4"]
+    with pytest.raises(SystemExit) as exit_:  # not a MatMulNBits block: refused before anything is built
+        main(["build", "--model", "tiny-vipllava", "--out", str(tmp_path / "b"), "--int4", "--int4-block-size", "48"])
+    assert exit_.value.code == 2 and not (tmp_path / "b").exists()
+    assert "invalid choice" in capsys.readouterr().err

@@ -106,6 +106,9 @@ def test_int4_graph_validated_and_recorded(tiny_int4):
     assert rep["rounded_reference"]["passed"] and rep["rounded_reference"]["min_cosine"] > 0.99
     assert art.precisions("decoder") == ["fp32", "int4"] and art.precisions("vision") == ["fp32"]
     assert entry["onnx"]["int4"]["quant"] == "int4"
+    # random weights gate nothing: the fast block (128) is kept, as the search's one trial records
+    assert entry["onnx"]["int4"]["block_size"] == 128
+    assert [(t["block_size"], t["passed"]) for t in entry["onnx"]["int4"]["search"]["trials"]] == [(128, True)]
 
 
 # whole sequences diverge after the first differing token; the tiny random decoder is int4's worst case

@@ -64,7 +64,9 @@ def test_int4_is_refused_with_its_trials_in_the_manifest(trained):
     v = entry["validation"]["int4"]
     assert "int4" not in entry["onnx"] and not list(out.glob("decoder.int4.onnx*"))
     assert not v["passed"] and "misses the gate" in v["refused"]
-    trials = v["search"]["trials"]
+    assert v["search"]["trials"][0]["block_size"] == 128 and not v["search"]["trials"][0]["passed"]  # fast block first
+    trials = v["search"]["trials"][1:]
+    assert all(t["block_size"] == 32 for t in trials)  # then the search, at the finer block
     tiers = [t["tier"] for t in trials]
     assert tiers[:4] == ["int4", "8-bit weights", "fp32", "8-bit + fp32"]  # each wider tier's widest graph missed
     assert v["search"]["ranked"][0]["rel_error"] > 0.05  # the simulated error found projections worth moving

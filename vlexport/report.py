@@ -177,14 +177,14 @@ def _int4_tables(gname: str, g: dict) -> list:
         out.append(t)
     title = f"graph '{gname}': int4 trials" + (f" (refused: {refused})" if refused else "")
     t = Table(title=Text(title))
-    for col in ("tier", "8-bit", "fp32", "worst row cosine", "top-1", "validation sets", "passed"):
+    for col in ("tier", "block", "8-bit", "fp32", "worst row cosine", "top-1", "validation sets", "passed"):
         t.add_column(col)
     for r in search["trials"]:
-        t.add_row(T(r.get("tier")), T(r.get("eight_bit")), T(r.get("fp32")), T(_fmt(r.get("min_cosine"))),
-                  T(", ".join(_fmt(x) for x in (r.get("top1") or {}).values())), T(r.get("validation_sets", 1)),
-                  T(r.get("passed")))
+        t.add_row(T(r.get("tier")), T(r.get("block_size") or ""), T(r.get("eight_bit")), T(r.get("fp32")),
+                  T(_fmt(r.get("min_cosine"))), T(", ".join(_fmt(x) for x in (r.get("top1") or {}).values())),
+                  T(r.get("validation_sets", 1)), T(r.get("passed")))
     for h in search.get("held_out", ()):  # the chosen graph on a held-out set
-        t.add_row(T(f"held-out set {h['seed']}"), T(""), T(""), T(_fmt(h.get("min_cosine"))), T(""), T(""),
-                  T(h["passed"]))
+        t.add_row(T(f"held-out set {h['seed']}"), T(h.get("block_size") or ""), T(""), T(""),
+                  T(_fmt(h.get("min_cosine"))), T(""), T(""), T(h["passed"]))
     out.append(t)
     return out

@@ -57,6 +57,7 @@ class BuildOptions:
     int8: bool = False
     int8_portable: bool = False  # int8 weights right on every CPU (7-bit or unsigned); else as this CPU needs
     int4: bool = False  # int4 weight-only MatMuls for the graphs a model writes itself (e.g. a Llama decoder)
+    int4_block_size: int | None = None  # MatMulNBits block; None: 128 where it passes the gate, else 32 (int4_search)
     axes: dict[str, AxisRange] = field(default_factory=dict)
     options: dict = field(default_factory=dict)  # the family's build options (e.g. with_alignment)
     simplify: bool = True

@@ -31,7 +31,7 @@ def int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: Bui
     vlexport.export.int4_search; reported only on random weights, whose quantization error says nothing
     about a trained model's), and against the model's numpy reference on the same rounded weights (the
     graph itself: gated tight). Both on realistic inputs where the graph has a maker for them."""
-    from vlexport.export.int4_search import quantize_int4_gated
+    from vlexport.export.int4_search import BLOCK, FAST_BLOCK, quantize_int4_gated
     from vlexport.export.validate import int4_gate, memoized_outputs, precision_cases, validate_precision
 
     entry, stem = manifest["graphs"][graph.name], graph.file_stem
@@ -54,8 +54,10 @@ def int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: Bui
             rng = np.random.default_rng(7)
             return [(real or graph.make_inputs)(sizes, rng, pad) for sizes, pad in precision_cases(axes, 6, seen)]
 
+        pinned = opts.int4_block_size
         facts, rep, search = quantize_int4_gated(module, stage / f"{stem}.onnx", path, validate, sample,
-                                                 threads=opts.threads, note=lambda m: st.note(m, "yellow"))
+                                                 threads=opts.threads, note=lambda m: st.note(m, "yellow"),
+                                                 block=pinned or BLOCK, fast_block=None if pinned else FAST_BLOCK)
     if rep is None:
         entry["validation"]["int4"] = {"passed": False, "refused": search["refused"], "search": search}
         st.note(f"int4 not built for '{graph.name}': {search['refused']}", "yellow")
@@ -67,7 +69,7 @@ def int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: Bui
     int4 = ort_runner(path, opts.threads)
     with st.stage(f"Validating '{graph.name}' int4 against its rounded reference on {n_exact} inputs",
                   steps=n_exact) as adv:
-        ref = module.numpy_reference(quantized=True, eight_bit=eight, fp32=wide)
+        ref = module.numpy_reference(quantized=True, eight_bit=eight, fp32=wide, block_size=facts["block_size"])
         exact = validate_precision(ref, int4, graph, axes,
                                    f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
                                    n_samples=INT4_EXACT_SAMPLES, seen=seen, progress=adv, min_cosine=INT4_EXACT_COSINE,
@@ -76,40 +78,57 @@ def int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: Bui
     rep["held_out"] = search["held_out"]
     entry["validation"]["int4"] = rep
     kept = "".join(moved_note(search[k], label) for k, label in (("eight_bit", "at 8 bits"), ("fp32", "kept fp32")))
-    st.note(f"int4 vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
-            + precision_note("quantization error (int4 vs fp32)", rep) + kept)
+    st.note(f"int4 (block {facts['block_size']}) vs its int4-rounded reference: worst per-row cosine "
+            f"{exact['min_cosine']:.6f}; " + precision_note("quantization error (int4 vs fp32)", rep) + kept)
 
 
 def build_streamed(graph, module, stage: Path, manifest: dict, opts: BuildOptions, st: Stages):
     """A graph whose weights never fit in PyTorch here (a 7B decoder: 27 GB in fp32): the model writes it
     layer by layer with int4 weight-only MatMuls, streaming its weights, and it is validated on a few
-    small shapes against the model's numpy reference (which streams the same weights)."""
+    small shapes against the model's numpy reference (which streams the same weights). At block 128 first
+    (faster at decode), written again at block 32 if that misses the gate (checkpoint weights only: on
+    random weights the gate only reports)."""
+    from vlexport.export.int4_search import BLOCK, FAST_BLOCK
     from vlexport.export.onnx_export import name_output_axes
     from vlexport.errors import ValidationError
     from vlexport.export.validate import int4_gate, validate_streamed
 
     entry, stem = manifest["graphs"][graph.name], graph.file_stem
-    with st.stage(f"Writing '{graph.name}' layer by layer with int4 weight-only MatMuls (weights streamed)"):
-        facts = module.write_onnx(stage / f"{stem}.int4.onnx", quant="int4")
-        name_output_axes(stage / f"{stem}.int4.onnx", graph)
+    path = stage / f"{stem}.int4.onnx"
+    gate = int4_gate(manifest["source"]["weights"], graph.int8_cosine)  # random weights: reported only
+    sizes = [opts.int4_block_size] if opts.int4_block_size else [FAST_BLOCK, BLOCK]
+    tried = []
+    for size in sizes:
+        with st.stage(f"Writing '{graph.name}' layer by layer with int4 weight-only MatMuls, block {size} "
+                      f"(weights streamed)"):
+            facts = module.write_onnx(path, quant="int4", block_size=size)
+            name_output_axes(path, graph)
+        int4 = ort_runner(path, opts.threads)
+        with st.stage(f"Validating '{graph.name}' int4 against the numpy reference on a few small shapes"):
+            try:  # the kernel's int8 activations round per block too: at 128 even the rounded reference may miss
+                exact = validate_streamed(module.numpy_reference(quantized=True, block_size=size), int4, graph,
+                                          f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
+                                          min_cosine=INT4_EXACT_COSINE)
+                rep = validate_streamed(module.numpy_reference(), int4, graph, f"the int4 '{graph.name}' graph",
+                                        min_cosine=gate["min_cosine"])
+                break
+            except ValidationError as exc:
+                tried.append({"block_size": size, "passed": False, "why": str(exc).split(": ", 1)[-1][:200]})
+                if size == sizes[-1]:  # nothing else to fall back to: say so
+                    raise ValidationError(
+                        f"{exc}. This decoder is too large for PyTorch here, so int4 is the only form the build "
+                        f"writes it in; build it on a machine where it fits in fp32 (then --int4 searches for "
+                        f"projections to keep at 8 bits or fp32)") from None
+                st.note(f"int4 at block {size} misses the gate ({tried[-1]['why'][:120]}); writing it at block "
+                        f"{sizes[-1]}", "yellow")
+                st.total += 2
     entry["onnx"]["int4"] = onnx_entry(stage, f"{stem}.int4.onnx", **scalar_facts(facts))
     entry["exporter"], entry["trace_sizes"] = facts["exporter"], {}
     entry["streamed"] = True
-    int4 = ort_runner(stage / f"{stem}.int4.onnx", opts.threads)
-    with st.stage(f"Validating '{graph.name}' int4 against the numpy reference on a few small shapes"):
-        exact = validate_streamed(module.numpy_reference(quantized=True), int4, graph,
-                                  f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
-                                  min_cosine=INT4_EXACT_COSINE)
-        gate = int4_gate(manifest["source"]["weights"], graph.int8_cosine)  # random weights: reported only
-        try:
-            rep = validate_streamed(module.numpy_reference(), int4, graph, f"the int4 '{graph.name}' graph",
-                                    min_cosine=gate["min_cosine"])
-        except ValidationError as exc:  # nothing else to fall back to: say so
-            raise ValidationError(f"{exc}. This decoder is too large for PyTorch here, so int4 is the only form "
-                                  f"the build writes it in; build it on a machine where it fits in fp32 (then "
-                                  f"--int4 searches for projections to keep at 8 bits or fp32)") from None
     rep["rounded_reference"] = {k: exact[k] for k in ("min_cosine", "cases", "passed")}
+    if tried:
+        rep["block_sizes_tried"] = tried
     entry["validation"]["int4"] = rep
-    st.note(f"int4 vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
+    st.note(f"int4 (block {size}) vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
             + precision_note("quantization error (int4 vs fp32 weights)", rep))
     st.total -= 2  # no simplify, no fp32 validation for this graph

@@ -1,8 +1,9 @@
 """Accuracy-aware int4 for the graphs a model writes itself (a Llama decoder): weight-only MatMulNBits at the
 fewest bits that let the graph meet its gate against fp32.
 
-    plain int4 passes the gate          -> kept as it is
-    it misses                           -> every fused projection (q/k/v, o, gate/up, down, lm_head) ranked
+    plain int4 at block 128 passes      -> kept as it is (the fast block: FAST_BLOCK)
+    it misses                           -> plain int4 at block 32 (BLOCK), kept if it passes
+    that misses too                     -> every fused projection (q/k/v, o, gate/up, down, lm_head) ranked
                                            by its simulated error as the kernel runs it, then three tiers,
                                            each tried at its widest first (one trial: if that misses, no
                                            fewer pass and the tier is skipped), then k searched (0, 1, 2,
@@ -26,6 +27,14 @@ cannot fix a projection whose input has outlier channels (SmolLM2-135M's layer-3
 0.97 with every projection at 8 bits); accuracy_level 0 would, but it measured 35x slower than int4 at
 M=1 on ORT 1.32 (1.19 vs 0.032 ms for 576x1536), slower than the fp32 MatMul it would replace.
 
+Why two block sizes: at M=1 (a decode step) the kernel's time per block (a scale, a zero point, the
+activations' int8 rounding) is what bounds it on a small CPU, not the weight bytes. A Llama-7B layer's
+projections read at 74% of two cores' read bandwidth at block 32 and 83% at block 128, 26% less time per
+call (benchmarks/results/2026-12-06-int4-block-size-cpu.md); the whole 7B decoder decodes 26% faster
+(...-llama7b-int4-block128-cpu.md). Block 128 rounds weights and activations more coarsely, so the gate
+decides, on a held-out set too: the finer block, and the search, only when the coarse one misses. The
+tiers run at block 32, where 8-bit weights and fp32 projections have the most to mend.
+
 The simulated error of a projection at b bits: ||Xq Wb^T - X W^T|| / ||X W^T||, X its input rows captured
 from the fp32 graph on realistic inputs, Xq those rows rounded to int8 per block of 32 along K (symmetric,
 as the kernel does), Wb its b-bit weights.
@@ -40,7 +49,8 @@ import numpy as np
 from vlexport.errors import ValidationError
 
 MAX_ROWS = 512  # activation rows per projection for the simulated error (spread over the inputs)
-BLOCK = 32  # the writer's MatMulNBits block size (weights) and the kernel's activation block
+BLOCK = 32  # MatMulNBits block size (weights, and the kernel's activation block) of the search's tiers
+FAST_BLOCK = 128  # tried first, plain: faster at M=1, coarser
 TIERS = ("8-bit weights", "fp32", "8-bit + fp32", "8-bit + upstream fp32")
 MAX_FP32_SHARE = 0.5  # of the projections (fused groups) the fp32 tiers may keep
 HOLDOUT_ROUNDS = 2  # held-out validation sets the chosen graph is checked on, at most
@@ -58,9 +68,9 @@ def int8_blocks(x: np.ndarray, block: int = BLOCK) -> np.ndarray:
 
 
 def simulated_errors(fp32_path: Path, groups: list, weights, feeds_list, threads: int | None = None,
-                     bits=(4,)) -> dict:
-    """{bits: {group name: relative output error of its MatMulNBits (`bits` weights, int8 activations) on
-    the captured inputs}} for each of `bits`."""
+                     bits=(4,), block: int = BLOCK) -> dict:
+    """{bits: {group name: relative output error of its MatMulNBits (`bits` weights, int8 activations, both
+    per block of `block` along K) on the captured inputs}} for each of `bits`."""
     import onnx
 
     from vlexport.export.int8_search import capture_inputs
@@ -79,19 +89,22 @@ def simulated_errors(fp32_path: Path, groups: list, weights, feeds_list, threads
         if len(x) > MAX_ROWS:
             x = x[rng.choice(len(x), MAX_ROWS, replace=False)]
         w = np.concatenate([np.asarray(weights(k), np.float32) for k in keys])  # (N, K)
-        exact, xq = x @ w.T, int8_blocks(x)
+        exact, xq = x @ w.T, int8_blocks(x, block)
         for b in bits:
-            wq = dequantize_nbits(*quantize_nbits(w, b, BLOCK, False), w.shape[1], b)
+            wq = dequantize_nbits(*quantize_nbits(w, b, block, False), w.shape[1], b)
             out[b][name] = float(np.linalg.norm(xq @ wq.T - exact) / max(np.linalg.norm(exact), 1e-30))
         del acts[name]
     return out
 
 
 def quantize_int4_gated(module, fp32_path: Path, out_path: Path, validate, feeds_list, *, threads=None,
-                        note=print) -> tuple[dict, dict | None, dict]:
+                        note=print, block: int = BLOCK, fast_block: int | None = FAST_BLOCK
+                        ) -> tuple[dict, dict | None, dict]:
     """(writer facts of the graph left at out_path, the passing validation report or None, search facts).
 
-    module: write_onnx(path, quant="int4", eight_bit=, fp32=) and projections(), weights();
+    block: the MatMulNBits block size of the search; fast_block: a block size tried first, plain, and kept
+    if it passes (None: only `block`, e.g. when the user pinned one). The facts' block_size says which.
+    module: write_onnx(path, quant="int4", eight_bit=, fp32=, block_size=) and projections(), weights();
     validate(path, seed) -> report; raises ValidationError when the graph at `path` misses the gate on
     validation set `seed` (0 the build's, others held-out sets of the same kind). feeds_list: realistic
     inputs for the simulated errors, or a callable making them (called only if plain int4 misses). When
@@ -105,33 +118,46 @@ def quantize_int4_gated(module, fp32_path: Path, out_path: Path, validate, feeds
     every candidate must pass, and the search runs again."""
     tried, written, on_disk, seeds = {}, {}, [], [0]  # seeds: the validation sets every candidate must pass
 
-    def check(eight: tuple, wide: tuple, seed: int) -> dict:
-        if (eight, wide, seed) not in tried:
-            if on_disk != [(eight, wide)]:  # written again only when another configuration came since
-                written[eight, wide] = module.write_onnx(out_path, quant="int4", eight_bit=eight, fp32=wide)
-                on_disk[:] = [(eight, wide)]
+    def check(eight: tuple, wide: tuple, seed: int, size: int = block) -> dict:
+        key = (eight, wide, size)
+        if (*key, seed) not in tried:
+            if on_disk != [key]:  # written again only when another configuration came since
+                written[key] = module.write_onnx(out_path, quant="int4", eight_bit=eight, fp32=wide, block_size=size)
+                on_disk[:] = [key]
             try:
-                tried[eight, wide, seed] = {"passed": True, "report": validate(out_path, seed), "why": ""}
+                tried[(*key, seed)] = {"passed": True, "report": validate(out_path, seed), "why": ""}
             except ValidationError as exc:
-                tried[eight, wide, seed] = {"passed": False, "report": getattr(exc, "report", None),
-                                            "why": str(exc).split(": ", 1)[-1]}
-        return tried[eight, wide, seed]
+                tried[(*key, seed)] = {"passed": False, "report": getattr(exc, "report", None),
+                                       "why": str(exc).split(": ", 1)[-1]}
+        return tried[(*key, seed)]
 
     def trial(eight: tuple, wide: tuple) -> dict:  # on every required set: the first that misses, else the build's
         for i, seed in enumerate(seeds):
             result = check(eight, wide, seed)
             if not result["passed"]:
-                return {**result, "validation_sets": i + 1}
-        return {**tried[eight, wide, 0], "validation_sets": len(seeds)}
+                return {**result, "validation_sets": i + 1, "block_size": block}
+        return {**tried[eight, wide, block, 0], "validation_sets": len(seeds), "block_size": block}
 
+    info = {"ranked": [], "trials": [], "eight_bit": [], "fp32": [], "held_out": []}
+    if fast_block is not None and fast_block != block:
+        fast = check((), (), 0, fast_block)
+        info["trials"].append(_row("int4", 0, {**fast, "block_size": fast_block}))
+        if fast["passed"]:  # and on a held-out set, as a searched choice is
+            held = check((), (), 1, fast_block)
+            info["held_out"].append({"seed": 1, "passed": held["passed"], "why": held["why"][:200],
+                                     "min_cosine": (held["report"] or {}).get("min_cosine"), "block_size": fast_block})
+            if held["passed"]:
+                return written[(), (), fast_block], fast["report"], info
+            fast = held
+        note(f"plain int4 at block {fast_block} misses the gate ({fast['why'][:120]}); trying block {block}")
     first = trial((), ())
-    info = {"ranked": [], "trials": [_row("int4", 0, first)], "eight_bit": [], "fp32": [], "held_out": []}
+    info["trials"].append(_row("int4", 0, first))
     if first["passed"]:
-        return written[(), ()], first["report"], info
+        return written[(), (), block], first["report"], info
     note(f"plain int4 misses the gate ({first['why'][:160]}); ranking projections to move to wider weights")
     groups = module.projections()
     feeds = feeds_list() if callable(feeds_list) else feeds_list
-    errors = simulated_errors(fp32_path, groups, module.weights(), feeds, threads, bits=(4, 8))
+    errors = simulated_errors(fp32_path, groups, module.weights(), feeds, threads, bits=(4, 8), block=block)
     cones = upstream_groups(fp32_path, groups)
     ranked = {b: sorted(errors[b], key=errors[b].get, reverse=True) for b in (4, 8)}
     info["ranked"] = [{"name": g, "rel_error": round(errors[4][g], 5), "rel_error_8bit": round(errors[8][g], 5)}
@@ -168,8 +194,8 @@ def quantize_int4_gated(module, fp32_path: Path, out_path: Path, validate, feeds
                            f"simulated error or upstream of the failing outputs (best trial: {best['eight_bit']} "
                            f"at 8 bits, {best['fp32']} fp32: {best['why'][:200]})")
         return {}, None, info
-    if on_disk != [chosen]:  # the file on disk is the last check's: write the chosen one again
-        module.write_onnx(out_path, quant="int4", eight_bit=chosen[0], fp32=chosen[1])
+    if on_disk != [(*chosen, block)]:  # the file on disk is the last check's: write the chosen one again
+        module.write_onnx(out_path, quant="int4", eight_bit=chosen[0], fp32=chosen[1], block_size=block)
     errs = errors[8] if tier in TIERS[2:] else errors[4]
     moved = {TIERS[0]: ranked[4], TIERS[1]: ranked[4], TIERS[2]: ranked[8]}.get(tier, upstream)[:k]
     wide = [{"name": g, "member": members[g], "rel_error": round(errs[g], 5),
@@ -183,7 +209,7 @@ def quantize_int4_gated(module, fp32_path: Path, out_path: Path, validate, feeds
             info["eight_bit"] = [{"name": g, "member": members[g], "rel_error": round(errors[4][g], 5),
                                   "as": "8-bit weights"} for g in ranked[4] if g not in kept]
     info["chosen_tier"] = tier
-    return written[chosen], tried[(*chosen, 0)]["report"], info
+    return written[(*chosen, block)], tried[(*chosen, block, 0)]["report"], info
 
 
 def _search_tiers(trial, info, ranked, members, everything, order, cones, note):
@@ -289,4 +315,5 @@ def _row(tier: str, k: int, result, n: int = 0) -> dict:
     eight = {TIERS[0]: k, TIERS[2]: n - k, TIERS[3]: n - k}.get(tier, 0)
     return {"tier": tier, "eight_bit": eight, "fp32": k if tier in TIERS[1:] else 0,
             "passed": result["passed"], "min_cosine": rep.get("min_cosine"), "top1": rep.get("top1_agreement"),
-            "why": result["why"][:200], "validation_sets": result.get("validation_sets", 1)}
+            "why": result["why"][:200], "validation_sets": result.get("validation_sets", 1),
+            "block_size": result.get("block_size")}

@@ -262,12 +262,13 @@ class _DecoderGraph(nn.Module):
             out[f"new_key.{i}"], out[f"new_value.{i}"] = k[i], v[i]
         return out
 
-    def write_onnx(self, path, quant: str = "fp32", progress=None, eight_bit=(), fp32=()) -> dict:
+    def write_onnx(self, path, quant: str = "fp32", progress=None, eight_bit=(), fp32=(), block_size: int = 32) -> dict:
         from vlexport.towers.llama_onnx import write_llama_decoder
 
         c = self.model.config.text_config
         facts = write_llama_decoder(path, c.to_dict(), self.model.decoder_weights(), inv_freq=c.inv_freq(),
-                                    quant=quant, progress=progress, eight_bit=eight_bit, fp32=fp32)
+                                    quant=quant, progress=progress, eight_bit=eight_bit, fp32=fp32,
+                                    block_size=block_size)
         return {"exporter": "vlexport.towers.llama_onnx (written layer by layer)", **(facts or {})}
 
     def projections(self) -> list:
@@ -281,16 +282,16 @@ class _DecoderGraph(nn.Module):
         """name -> float32 array by HF LlamaForCausalLM key (the tensors write_onnx reads)."""
         return self.model.decoder_weights()
 
-    def numpy_reference(self, quantized: bool = False, eight_bit=(), fp32=()):
+    def numpy_reference(self, quantized: bool = False, eight_bit=(), fp32=(), block_size: int = 32):
         """feeds -> outputs in numpy, streaming the weights (the reference of a decoder PyTorch never holds);
         quantized: on the int4-rounded weights the int4 graph holds (its exactness, apart from rounding),
-        the projections in eight_bit rounded to 8 bits, those in fp32 left as they are."""
+        blocks of block_size, the projections in eight_bit rounded to 8 bits, those in fp32 left as they are."""
         from vlexport.towers.llama_numpy import dequantized, reference_decoder
 
         c = self.model.config.text_config
         weights = self.model.decoder_weights()
         if quantized:
-            weights = dequantized(weights, block_size=32, bits=4, eight_bit=eight_bit, fp32=fp32)
+            weights = dequantized(weights, block_size=block_size, bits=4, eight_bit=eight_bit, fp32=fp32)
             if not self.streamed:  # rounded once, not per call (a streamed decoder has no room for a copy)
                 weights = _memoized(weights)
         return lambda feeds: reference_decoder(c.to_dict(), weights, c.inv_freq(), feeds)
