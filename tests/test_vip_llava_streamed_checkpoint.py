@@ -7,6 +7,7 @@ that streams the same tensors. Run at tiny size with the streaming threshold at 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from vip_llava_kit import images, make_hf_model, old_layout, prompts
 transformers = pytest.importorskip("transformers")
 
 import vlexport  # noqa: E402
+from vlexport.cli import main  # noqa: E402
 from vlexport.errors import CheckpointError  # noqa: E402
 from vlexport.export.build import build  # noqa: E402
 from vlexport.families.vip_llava import model as vip_model  # noqa: E402
@@ -115,8 +117,8 @@ def test_build_from_a_checkpoint_streams_the_decoder(folders, hf, stream_all, tm
     assert rep["passed"] and rep["min_cosine"] >= 0.99  # gated, not reported-only as for random weights
     # block 128 (tried first: faster) rounds these block-32-grid weights again and misses the gate (~0.96):
     # written again at block 32, which holds them exactly
-    assert [(t["block_size"], t["passed"]) for t in rep["block_sizes_tried"]] == [(128, False)]
-    assert entry["onnx"]["int4"]["block_size"] == 32
+    assert [(t["bits"], t["block_size"], t["passed"]) for t in rep["trials"]] == [(4, 128, False), (4, 32, True)]
+    assert entry["onnx"]["int4"]["block_size"] == 32 and entry["onnx"]["int4"]["bits"] == 4
     vip_config = from_pretrained(str(folders["sharded"])).config
     config = vip_config.text_config
     theirs = {vip_model._decoder_name(k): v.numpy() for k, v in hf.state_dict().items() if vip_model._decoder_name(k)}
@@ -137,6 +139,40 @@ def test_build_from_a_checkpoint_streams_the_decoder(folders, hf, stream_all, tm
         first = hf(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
                    pixel_values=torch.from_numpy(px)).logits[:, -1].argmax(-1).numpy()
     assert np.array_equal(ours[:, -1], first), (ours[:, -1], first)
+
+
+def test_a_checkpoint_int4_cannot_carry_is_written_at_8_bits(hf, stream_all, tmp_path, capsys):
+    """Weights on no int4 grid (random N(0, 0.02): int4's rounding error alone takes the worst row to ~0.96):
+    int4 misses the checkpoint gate at both block sizes, every projection at 8 bits passes, and the artifact
+    (still loaded as precision "int4": the weight-only graph) computes what the checkpoint's 8-bit-rounded
+    tensors compute. The trials are in the manifest."""
+    import onnxruntime as ort
+
+    off_grid = make_hf_model(seed=6)
+    folder = _save(off_grid, tmp_path / "ckpt", "sharded")
+    out = build(str(folder), tmp_path / "art", progress=False)
+    entry = json.loads((out / "manifest.json").read_text())["graphs"]["decoder"]
+    rep, int4 = entry["validation"]["int4"], entry["onnx"]["int4"]
+    tried = [(t["bits"], t["block_size"], t["passed"]) for t in rep["trials"]]
+    assert tried == [(4, 128, False), (4, 32, False), (8, 32, True)]
+    assert all(t["min_cosine"] < 0.99 for t in rep["trials"][:2]) and rep["min_cosine"] >= 0.99
+    assert int4["bits"] == 8 and int4["quant"] == "int8" and int4["block_size"] == 32
+    config = from_pretrained(str(folder)).config
+    theirs = {vip_model._decoder_name(k): v.numpy() for k, v in off_grid.state_dict().items()
+              if vip_model._decoder_name(k)}
+    graph = next(g for g in describe("VipLlavaForConditionalGeneration", config).graphs if g.name == "decoder")
+    feeds = graph.make_inputs({"batch": 2, "text": 6, "past": 5}, np.random.default_rng(1), True)
+    want = reference_decoder(config.text_config.to_dict(), dequantized(theirs.__getitem__, bits=8),
+                             config.text_config.inv_freq(), feeds)["logits"]
+    sess = ort.InferenceSession(str(out / int4["file"]), providers=["CPUExecutionProvider"])
+    got = sess.run(["logits"], feeds)[0]
+    a, b = want.reshape(-1, want.shape[-1]), got.reshape(-1, got.shape[-1])
+    assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.999
+    assert vlexport.load(out, precision="int4").artifact.precisions("decoder") == ["int4"]
+    assert main(["inspect", str(out)]) == 0  # `vlexport inspect` lists the trials
+    text = capsys.readouterr().out
+    assert "streamed weight-only trials" in text
+    assert re.search(r"│ 8\s+│ 32\s+│ 0\.99\d+\s+│ True", text), text  # the kept trial's row
 
 
 def _broken(folder, tmp_path, edit):

@@ -159,6 +159,15 @@ def _int4_tables(gname: str, g: dict) -> list:
     def T(x):
         return Text(str(x))
 
+    streamed = ((g.get("validation") or {}).get("int4") or {}).get("trials") or []
+    if len(streamed) > 1:  # a streamed graph's search: whole graphs, the fewest bits first (build_streamed)
+        t = Table(title=Text(f"graph '{gname}': streamed weight-only trials (the first that passes is kept)"))
+        for col in ("bits", "block", "worst row cosine", "passed", "why"):
+            t.add_column(col)
+        for r in streamed:
+            t.add_row(T(r.get("bits")), T(r.get("block_size")), T(_fmt(r.get("min_cosine"))), T(r.get("passed")),
+                      T(r.get("why", "")[:80]))
+        return [t]
     search = (((g.get("onnx") or {}).get("int4") or {}).get("search")
               or ((g.get("validation") or {}).get("int4") or {}).get("search") or {})
     if not search.get("trials") or len(search["trials"]) < 2:

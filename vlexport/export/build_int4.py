@@ -84,10 +84,11 @@ def int4_graph(graph, module, stage: Path, manifest: dict, axes, fp32, opts: Bui
 
 def build_streamed(graph, module, stage: Path, manifest: dict, opts: BuildOptions, st: Stages):
     """A graph whose weights never fit in PyTorch here (a 7B decoder: 27 GB in fp32): the model writes it
-    layer by layer with int4 weight-only MatMuls, streaming its weights, and it is validated on a few
-    small shapes against the model's numpy reference (which streams the same weights). At block 128 first
-    (faster at decode), written again at block 32 if that misses the gate (checkpoint weights only: on
-    random weights the gate only reports)."""
+    layer by layer with weight-only MatMulNBits, streaming its weights, and it is validated on a few small
+    shapes against the model's numpy reference (which streams the same weights). There is no fp32 graph to
+    rank projections against, so the search is over whole graphs, the fewest bits first: int4 at block 128
+    (faster at decode), int4 at block 32, every projection at 8 bits (block 32); the first that passes the
+    gate is kept (checkpoint weights; on random weights the gate only reports, so the first is)."""
     from vlexport.export.int4_search import BLOCK, FAST_BLOCK
     from vlexport.export.onnx_export import name_output_axes
     from vlexport.errors import ValidationError
@@ -96,39 +97,43 @@ def build_streamed(graph, module, stage: Path, manifest: dict, opts: BuildOption
     entry, stem = manifest["graphs"][graph.name], graph.file_stem
     path = stage / f"{stem}.int4.onnx"
     gate = int4_gate(manifest["source"]["weights"], graph.int8_cosine)  # random weights: reported only
-    sizes = [opts.int4_block_size] if opts.int4_block_size else [FAST_BLOCK, BLOCK]
-    tried = []
-    for size in sizes:
-        with st.stage(f"Writing '{graph.name}' layer by layer with int4 weight-only MatMuls, block {size} "
-                      f"(weights streamed)"):
-            facts = module.write_onnx(path, quant="int4", block_size=size)
+    pinned = opts.int4_block_size
+    candidates = [(4, pinned), (8, pinned)] if pinned else [(4, FAST_BLOCK), (4, BLOCK), (8, BLOCK)]
+    trials = []
+    for bits, size in candidates:
+        what = f"int4, block {size}" if bits == 4 else f"every projection at 8 bits, block {size}"
+        with st.stage(f"Writing '{graph.name}' layer by layer with weight-only MatMulNBits ({what}; weights "
+                      f"streamed)"):
+            facts = module.write_onnx(path, quant="int4" if bits == 4 else "int8", block_size=size)
             name_output_axes(path, graph)
-        int4 = ort_runner(path, opts.threads)
-        with st.stage(f"Validating '{graph.name}' int4 against the numpy reference on a few small shapes"):
+        quantized = ort_runner(path, opts.threads)
+        with st.stage(f"Validating '{graph.name}' ({what}) against the numpy reference on a few small shapes"):
             try:  # the kernel's int8 activations round per block too: at 128 even the rounded reference may miss
-                exact = validate_streamed(module.numpy_reference(quantized=True, block_size=size), int4, graph,
-                                          f"the int4 '{graph.name}' graph (vs its int4-rounded weights)",
-                                          min_cosine=INT4_EXACT_COSINE)
-                rep = validate_streamed(module.numpy_reference(), int4, graph, f"the int4 '{graph.name}' graph",
-                                        min_cosine=gate["min_cosine"])
+                exact = validate_streamed(module.numpy_reference(quantized=True, block_size=size, bits=bits),
+                                          quantized, graph, f"the '{graph.name}' graph ({what}; vs its rounded "
+                                          f"weights)", min_cosine=INT4_EXACT_COSINE)
+                rep = validate_streamed(module.numpy_reference(), quantized, graph,
+                                        f"the '{graph.name}' graph ({what})", min_cosine=gate["min_cosine"])
+                trials.append({"bits": bits, "block_size": size, "passed": True, "min_cosine": rep["min_cosine"]})
                 break
             except ValidationError as exc:
-                tried.append({"block_size": size, "passed": False, "why": str(exc).split(": ", 1)[-1][:200]})
-                if size == sizes[-1]:  # nothing else to fall back to: say so
+                trials.append({"bits": bits, "block_size": size, "passed": False,
+                               "min_cosine": (getattr(exc, "report", None) or {}).get("min_cosine"),
+                               "why": str(exc).split(": ", 1)[-1][:200]})
+                if (bits, size) == candidates[-1]:  # nothing else to fall back to: say so
                     raise ValidationError(
-                        f"{exc}. This decoder is too large for PyTorch here, so int4 is the only form the build "
-                        f"writes it in; build it on a machine where it fits in fp32 (then --int4 searches for "
-                        f"projections to keep at 8 bits or fp32)") from None
-                st.note(f"int4 at block {size} misses the gate ({tried[-1]['why'][:120]}); writing it at block "
-                        f"{sizes[-1]}", "yellow")
+                        f"{exc}. This decoder is too large for PyTorch here, so a weight-only quantized graph is "
+                        f"the only form the build writes it in (tried: int4 and 8 bits); build it on a machine "
+                        f"where it fits in fp32 (then --int4 searches for projections to keep at 8 bits or "
+                        f"fp32)") from None
+                st.note(f"{what} misses the gate ({trials[-1]['why'][:120]}); trying the next", "yellow")
                 st.total += 2
     entry["onnx"]["int4"] = onnx_entry(stage, f"{stem}.int4.onnx", **scalar_facts(facts))
     entry["exporter"], entry["trace_sizes"] = facts["exporter"], {}
     entry["streamed"] = True
     rep["rounded_reference"] = {k: exact[k] for k in ("min_cosine", "cases", "passed")}
-    if tried:
-        rep["block_sizes_tried"] = tried
+    rep["trials"] = trials
     entry["validation"]["int4"] = rep
-    st.note(f"int4 (block {size}) vs its int4-rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
-            + precision_note("quantization error (int4 vs fp32 weights)", rep))
+    st.note(f"{what} vs its rounded reference: worst per-row cosine {exact['min_cosine']:.6f}; "
+            + precision_note("quantization error (vs fp32 weights)", rep))
     st.total -= 2  # no simplify, no fp32 validation for this graph

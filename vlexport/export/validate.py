@@ -353,5 +353,7 @@ def validate_streamed(reference, candidate, graph, label: str, min_cosine: float
     problems += [f"NaN/inf in '{n}'" for n, ps in parts.items() if not all(p["finite"] for p in ps)]
     report["passed"] = not problems
     if problems:
-        raise ValidationError(f"{label} fails validation against its reference: " + "; ".join(problems))
+        exc = ValidationError(f"{label} fails validation against its reference: " + "; ".join(problems))
+        exc.report = report  # the figures of a miss (a build that tries another form records them)
+        raise exc
     return report

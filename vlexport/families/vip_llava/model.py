@@ -282,16 +282,16 @@ class _DecoderGraph(nn.Module):
         """name -> float32 array by HF LlamaForCausalLM key (the tensors write_onnx reads)."""
         return self.model.decoder_weights()
 
-    def numpy_reference(self, quantized: bool = False, eight_bit=(), fp32=(), block_size: int = 32):
+    def numpy_reference(self, quantized: bool = False, eight_bit=(), fp32=(), block_size: int = 32, bits: int = 4):
         """feeds -> outputs in numpy, streaming the weights (the reference of a decoder PyTorch never holds);
-        quantized: on the int4-rounded weights the int4 graph holds (its exactness, apart from rounding),
+        quantized: on the `bits`-rounded weights a quantized graph holds (its exactness, apart from rounding),
         blocks of block_size, the projections in eight_bit rounded to 8 bits, those in fp32 left as they are."""
         from vlexport.towers.llama_numpy import dequantized, reference_decoder
 
         c = self.model.config.text_config
         weights = self.model.decoder_weights()
         if quantized:
-            weights = dequantized(weights, block_size=block_size, bits=4, eight_bit=eight_bit, fp32=fp32)
+            weights = dequantized(weights, block_size=block_size, bits=bits, eight_bit=eight_bit, fp32=fp32)
             if not self.streamed:  # rounded once, not per call (a streamed decoder has no room for a copy)
                 weights = _memoized(weights)
         return lambda feeds: reference_decoder(c.to_dict(), weights, c.inv_freq(), feeds)
