@@ -4,7 +4,7 @@
 a 640-slot KV cache, and compare its decode speed with the machine's memory bandwidth.
 
     python benchmarks/run_llama_decoder_full.py                    # full size; the graph goes to a temp dir, deleted
-    python benchmarks/run_llama_decoder_full.py --extra-block-size 128 --out /tmp/l7 --keep
+    python benchmarks/run_llama_decoder_full.py --extra-block-size 32 --out /tmp/l7 --keep
     python benchmarks/run_llama_decoder_full.py --layers 2 --stem smoke   # a quick smoke run (results in /tmp)
     python benchmarks/run_llama_decoder_full.py --from-json results/X.json   # re-render the Markdown
 
@@ -73,7 +73,7 @@ LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32
                  num_key_value_heads=32, vocab_size=32064, rms_norm_eps=1e-5, rope_theta=10000.0,
                  attention_bias=False, mlp_bias=False, hidden_act="silu")
 HEAD_DIM = 128
-DEFAULT_STEM = "2026-12-01-llama7b-int4-decoder-cpu"
+DEFAULT_STEM = "2026-12-06-llama7b-int4-block128-cpu"
 T0 = time.perf_counter()
 
 
@@ -302,7 +302,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="folder for decoder.onnx(.data) (default: a temp dir under /tmp)")
     p.add_argument("--keep", action="store_true", help="keep the written graph")
     p.add_argument("--layers", type=int, default=32, help="fewer layers for a smoke run")
-    p.add_argument("--block-size", type=int, default=32)
+    p.add_argument("--block-size", type=int, default=128, help="MatMulNBits block (the build's default, int4_search)")
     p.add_argument("--accuracy-level", type=int, default=4)
     p.add_argument("--symmetric", action="store_true")
     p.add_argument("--capacity", type=int, default=640)

@@ -172,6 +172,10 @@ def test_a_checkpoint_int4_cannot_carry_is_written_at_8_bits(hf, stream_all, tmp
     assert main(["inspect", str(out)]) == 0  # `vlexport inspect` lists the trials
     text = capsys.readouterr().out
     assert "streamed weight-only trials" in text
+    # --int4-block-size pins the block of both candidates
+    pinned = build(str(folder), tmp_path / "pinned", progress=False, int4_block_size=64)
+    rep = json.loads((pinned / "manifest.json").read_text())["graphs"]["decoder"]["validation"]["int4"]
+    assert [(t["bits"], t["block_size"], t["passed"]) for t in rep["trials"]] == [(4, 64, False), (8, 64, True)]
     assert re.search(r"│ 8\s+│ 32\s+│ 0\.99\d+\s+│ True", text), text  # the kept trial's row
 
 
