@@ -89,8 +89,14 @@ def main(argv=None) -> int:
     ap.add_argument("--calls", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--stem", default=DEFAULT_STEM)
+    ap.add_argument("--from-json", type=Path, help="only re-render the Markdown and the plot of a results JSON")
     args = ap.parse_args(argv)
     out = Path(__file__).parent / "results" if args.stem != "smoke" else Path("/tmp")
+    if args.from_json:
+        R = json.loads(args.from_json.read_text())
+        args.from_json.with_suffix(".md").write_text(markdown(R))
+        print(f"wrote {args.from_json.with_suffix('.md')}, {plot(R, args.from_json.with_suffix('.png'))}")
+        return 0
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
@@ -126,8 +132,41 @@ def main(argv=None) -> int:
          "read_bandwidth_gbps": [round(x, 1) for x in reads], "other_processes_cores": others, "rows": rows}
     (out / f"{args.stem}.json").write_text(json.dumps(R, indent=1))
     (out / f"{args.stem}.md").write_text(markdown(R))
+    plot(R, out / f"{args.stem}.png")
     print(markdown(R))
     return 0
+
+
+def plot(R: dict, path: Path) -> Path:
+    """Time per call and share of the read bandwidth by block size, with and without zero points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for zp, style in ((True, "o-"), (False, "s--")):
+        rows = [r for r in R["rows"] if r["zero_points"] == zp]
+        x = [r["block_size"] for r in rows]
+        label = "with zero points" if zp else "symmetric (no zero points)"
+        a.plot(x, [r["ms"] for r in rows], style, label=label)
+        b.plot(x, [100 * r["fraction_of_read_bw"] for r in rows], style, label=label)
+    for ax, ylabel in ((a, "time per call (ms)"), (b, "read rate, % of the 2-thread read bandwidth")):
+        ax.set_xscale("log", base=2)
+        blocks = sorted({r["block_size"] for r in R["rows"]})
+        ax.set_xticks(blocks, [str(x) for x in blocks])
+        ax.set(xlabel="MatMulNBits block size", ylabel=ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    a.set_ylim(bottom=0)
+    b.set_ylim(0, 105)
+    m = R["machine"]
+    fig.suptitle(f"int4 MatMulNBits at M=1, {R['layers']} Llama-7B layers' projections; {m.get('cpu', '')}, 2 threads, "
+                 f"{m.get('date', '')}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def markdown(R: dict) -> str:
