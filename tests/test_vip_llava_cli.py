@@ -77,6 +77,9 @@ def test_build_int4_block_size_pins_the_block(tmp_path, capsys):
     assert int4["block_size"] == 64 and [t["block_size"] for t in int4["search"]["trials"]] == [64]
     model = vlexport.load(out, precision="int4")
     assert model.artifact.precisions("decoder") == ["fp32", "int4"]
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    assert "4-bit weights, block 64" in capsys.readouterr().out  # the files table says which block
     with pytest.raises(SystemExit) as exit_:  # not a MatMulNBits block: refused before anything is built
         main(["build", "--model", "tiny-vipllava", "--out", str(tmp_path / "b"), "--int4", "--int4-block-size", "48"])
     assert exit_.value.code == 2 and not (tmp_path / "b").exists()

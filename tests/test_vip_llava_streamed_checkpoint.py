@@ -171,7 +171,7 @@ def test_a_checkpoint_int4_cannot_carry_is_written_at_8_bits(hf, stream_all, tmp
     assert vlexport.load(out, precision="int4").artifact.precisions("decoder") == ["int4"]
     assert main(["inspect", str(out)]) == 0  # `vlexport inspect` lists the trials
     text = capsys.readouterr().out
-    assert "streamed weight-only trials" in text
+    assert "streamed weight-only trials" in text and "8-bit weights, block 32" in text
     # --int4-block-size pins the block of both candidates
     pinned = build(str(folder), tmp_path / "pinned", progress=False, int4_block_size=64)
     rep = json.loads((pinned / "manifest.json").read_text())["graphs"]["decoder"]["validation"]["int4"]

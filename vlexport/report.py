@@ -90,6 +90,8 @@ def manifest_tables(m: dict) -> list:
                 note += "; output heads int8 too"
             elif prec == "int8" and (e.get("search") or {}).get("trials", [{}])[0].get("base") == "plain_heads":
                 note += "; output heads kept fp32 (int8 heads missed the gate)"
+            if prec == "int4" and e.get("block_size"):  # weight-only MatMulNBits (int4_search, build_streamed)
+                note += f"{'; ' if note else ''}{e.get('bits', 4)}-bit weights, block {e['block_size']}"
             t.add_row(T(prec), T("onnx"), T(e.get("file")), T(f"{e.get('bytes', 0) / 2**20:.1f}"), T(note))
         for prec, e in (g.get("engines") or {}).items():
             t.add_row(T(prec), T("tensorrt"), T(e.get("file")), T(f"{e.get('bytes', 0) / 2**20:.1f}"),
