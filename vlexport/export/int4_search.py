@@ -138,14 +138,18 @@ def quantize_int4_gated(module, fp32_path: Path, out_path: Path, validate, feeds
                 return {**result, "validation_sets": i + 1, "block_size": block}
         return {**tried[eight, wide, block, 0], "validation_sets": len(seeds), "block_size": block}
 
+    def held_out(eight: tuple, wide: tuple, seed: int, size: int = block) -> dict:  # a chosen graph, checked again
+        held = check(eight, wide, seed, size)
+        info["held_out"].append({"seed": seed, "passed": held["passed"], "why": held["why"][:200],
+                                 "min_cosine": (held["report"] or {}).get("min_cosine"), "block_size": size})
+        return held
+
     info = {"ranked": [], "trials": [], "eight_bit": [], "fp32": [], "held_out": []}
     if fast_block is not None and fast_block != block:
         fast = check((), (), 0, fast_block)
         info["trials"].append(_row("int4", 0, {**fast, "block_size": fast_block}))
         if fast["passed"]:  # and on a held-out set, as a searched choice is
-            held = check((), (), 1, fast_block)
-            info["held_out"].append({"seed": 1, "passed": held["passed"], "why": held["why"][:200],
-                                     "min_cosine": (held["report"] or {}).get("min_cosine"), "block_size": fast_block})
+            held = held_out((), (), 1, fast_block)
             if held["passed"]:
                 return written[(), (), fast_block], fast["report"], info
             fast = held
@@ -177,9 +181,7 @@ def quantize_int4_gated(module, fp32_path: Path, out_path: Path, validate, feeds
                  f"is left to check it on")
             break
         seed = round_ + 1
-        held = check(*chosen, seed)
-        info["held_out"].append({"seed": seed, "passed": held["passed"], "why": held["why"][:200],
-                                 "min_cosine": (held["report"] or {}).get("min_cosine")})
+        held = held_out(*chosen, seed)
         if held["passed"]:
             break
         note(f"the chosen int4 graph misses the gate on held-out inputs ({held['why'][:120]}); searching again, "
